@@ -1,0 +1,43 @@
+"""The project's own error types: every bad input names where it came from."""
+
+from __future__ import annotations
+
+
+class RaykdError(Exception):
+    """Base class of every error raykd raises on purpose."""
+
+
+class DataError(RaykdError, ValueError):
+    """A bad record in an input file, named by file, line and field.
+
+    ``line`` is 1-based (the physical line of a text file, or the row index + 1 of a table);
+    ``field`` is the column or JSON key at fault, when one is.
+    """
+
+    def __init__(self, path, line: int | None, field: str | None, message: str):
+        self.path = str(path)
+        self.line = line
+        self.field = field
+        self.message = message
+        where = self.path if line is None else f"{self.path}:{line}"
+        what = f" field '{field}':" if field else ""
+        super().__init__(f"{where}:{what} {message}")
+
+    def __reduce__(self):
+        return (type(self), (self.path, self.line, self.field, self.message))
+
+
+class ConfigError(RaykdError, ValueError):
+    """A bad configuration value, named by its dotted field path."""
+
+    def __init__(self, field: str, message: str):
+        self.field = field
+        self.message = message
+        super().__init__(f"config field '{field}': {message}")
+
+    def __reduce__(self):
+        return (type(self), (self.field, self.message))
+
+
+class LossInputError(RaykdError, ValueError):
+    """Inputs to a loss that break its contract (shapes, NaN scores, bad parameters)."""

@@ -1,0 +1,5 @@
+"""Bi-encoder students."""
+
+from raykd.students.bi_encoder import BiEncoder, BiEncoderOptions
+
+__all__ = ["BiEncoder", "BiEncoderOptions"]

@@ -1,5 +1,6 @@
 """Bi-encoder students."""
 
 from raykd.students.bi_encoder import BiEncoder, BiEncoderOptions
+from raykd.students.bundled import minilm_path, resolve_model
 
-__all__ = ["BiEncoder", "BiEncoderOptions"]
+__all__ = ["BiEncoder", "BiEncoderOptions", "minilm_path", "resolve_model"]

@@ -1,0 +1,72 @@
+"""Evaluate a student (default: the bundled all-MiniLM-L6-v2) or BM25 by full retrieval.
+
+    python jobs/evaluate.py                              # MiniLM zero-shot on SciFact test
+    python jobs/evaluate.py --model bm25                 # BM25 baseline
+    python jobs/evaluate.py --model outputs/adam/student --split dev
+    python jobs/evaluate.py --data /path/to/beir/nfcorpus --split test --rel 1
+
+Prints a metrics table and writes `run.trec` and `metrics.json` to `--out`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from raykd.data.beir import BeirDataset  # noqa: E402
+from raykd.datasets import scifact_dir  # noqa: E402
+from raykd.eval.retrieval import bm25_retrieval, dense_retrieval, format_table  # noqa: E402
+from raykd.runtime import init_ray, setup_logging  # noqa: E402
+from raykd.students import resolve_model  # noqa: E402
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="minilm",
+                   help="'minilm' (bundled), 'bm25', a student folder or an HF encoder path")
+    p.add_argument("--data", default=str(scifact_dir()), help="a BEIR-layout dataset folder")
+    p.add_argument("--split", default="test", help="qrels split to evaluate (default: test)")
+    p.add_argument("--max-length", type=int, default=256, help="passage max length in tokens")
+    p.add_argument("--query-max-length", type=int, default=256, help="query max length in tokens")
+    p.add_argument("--k", type=int, default=1000, help="retrieval depth")
+    p.add_argument("--index", choices=("flat", "ivf"), default="flat", help="faiss index kind")
+    p.add_argument("--rel", type=int, default=1, help="minimum relevance for binary measures")
+    p.add_argument("--concurrency", type=int, default=2, help="encoder actors")
+    p.add_argument("--num-gpus", type=float, default=0.0, help="GPUs per encoder actor")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--out", default=None, help="output folder (default: outputs/evaluate/<name>-<split>)")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    setup_logging()
+    dataset = BeirDataset.from_dir(args.data)
+    start = time.perf_counter()
+    if args.model == "bm25":
+        result = bm25_retrieval(dataset, args.split, k=args.k, rel=args.rel)
+    else:
+        init_ray()
+        name = "minilm-zero-shot" if args.model == "minilm" else Path(args.model).name
+        result = dense_retrieval(
+            resolve_model(args.model), dataset, args.split, k=args.k,
+            concurrency=args.concurrency, num_gpus=args.num_gpus, batch_size=args.batch_size,
+            index_kind=args.index, rel=args.rel, name=name,
+            student_options={"passage_max_length": args.max_length,
+                             "query_max_length": args.query_max_length})
+    wall = time.perf_counter() - start
+    out = Path(args.out or f"outputs/evaluate/{result.name}-{args.split}")
+    result.seconds["wall"] = wall
+    result.save(out)
+    print(f"\n{Path(args.data).name} {args.split}: {len(result.run)} queries, wall {wall:.0f}s")
+    print(format_table([result]))
+    print(f"\nrun and metrics written to {out}/")
+    return result.metrics
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""Encode a streamed corpus with a Ray Data actor pool and index it as it arrives."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import ray
+
+from raykd.data.records import passage_text
+from raykd.index.faiss_index import DenseIndex, IndexKind
+
+log = logging.getLogger(__name__)
+
+
+class PassageEncoder:
+    """Ray Data actor: loads a student once, turns `title`/`text` batches into embeddings."""
+
+    def __init__(self, model_path: str, batch_size: int = 64, student_options: dict | None = None):
+        import torch
+
+        from raykd.students import BiEncoder
+
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.model = BiEncoder.from_pretrained(model_path, **(student_options or {})).to(self.device)
+        self.batch_size = batch_size
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        texts = [passage_text(str(t), str(x)) for t, x in zip(batch["title"], batch["text"])]
+        embeddings = self.model.encode_passages(texts, batch_size=self.batch_size)
+        return {"pid": np.asarray(batch["pid"]), "embedding": embeddings}
+
+
+def encode_corpus(corpus: ray.data.Dataset, model_path: str, *, concurrency: int = 2,
+                  num_gpus: float = 0.0, batch_size: int = 64,
+                  student_options: dict | None = None) -> ray.data.Dataset:
+    """A dataset of `pid`, `embedding` rows, encoded by `concurrency` actors."""
+    return corpus.map_batches(
+        PassageEncoder,
+        fn_constructor_kwargs={"model_path": str(model_path), "batch_size": batch_size,
+                               "student_options": student_options},
+        batch_size=batch_size * 4,
+        concurrency=concurrency,
+        num_gpus=num_gpus,
+        num_cpus=0 if num_gpus else 1,
+    )
+
+
+def build_dense_index(embeddings: ray.data.Dataset, dim: int, kind: IndexKind = "flat",
+                      **index_options) -> DenseIndex:
+    """Stream encoded batches into a faiss index; the driver never holds the passage texts."""
+    index = DenseIndex(dim, kind=kind, **index_options)
+    for batch in embeddings.iter_batches(batch_size=4096, batch_format="numpy"):
+        index.add(batch["pid"].tolist(), np.asarray(batch["embedding"], dtype=np.float32))
+    log.info("indexed %d passages (%s)", len(index), kind)
+    return index

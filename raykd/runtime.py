@@ -1,0 +1,36 @@
+"""Process set-up shared by every job: offline models, logging, and a Ray connection."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+
+def offline_models() -> None:
+    """Models come from files or packages; never reach for a hub at run time."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+
+
+def init_ray(num_cpus: int | None = None):
+    """Connect to the cluster in RAY_ADDRESS when set (e.g. under `ray job submit`), else start
+    a local Ray; the dashboard, when started here, binds to 127.0.0.1."""
+    import ray
+
+    offline_models()
+    if ray.is_initialized():
+        return ray
+    env_vars = {k: os.environ[k] for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE",
+                                           "TOKENIZERS_PARALLELISM")}
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(runtime_env={"env_vars": env_vars}, log_to_driver=True)
+    else:
+        ray.init(num_cpus=num_cpus, dashboard_host="127.0.0.1", include_dashboard=False,
+                 runtime_env={"env_vars": env_vars})
+    return ray

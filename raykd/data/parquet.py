@@ -1,0 +1,130 @@
+"""Parquet tables: shared row reading/writing, and the corpus as ``pid, title, text``.
+
+In errors, ``line`` is the 1-based row number within the file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from itertools import islice
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from raykd.data.records import CORPUS_SCHEMA
+from raykd.data.validation import (
+    EMPTY_TEXT,
+    MALFORMED,
+    MISSING_FIELD,
+    DuplicateChecker,
+    data_error,
+    open_for_write,
+    require_id,
+    require_text,
+    resolve_policy,
+)
+from raykd.errors import DataError
+
+BATCH_ROWS = 1024
+
+
+def parquet_rows(
+    source, path, schema: pa.Schema, optional: Iterable[str] = ()
+) -> Iterator[tuple[int, dict]]:
+    """``(row number, row dict)`` for every row of a parquet file, batch by batch.
+
+    ``source`` is a path or a seekable file object. Every column of ``schema`` not in
+    ``optional`` must be present; a column outside ``schema`` is an error (it would be lost).
+    Absent optional columns read as None.
+    """
+    try:
+        pf = pq.ParquetFile(source)
+    except (pa.ArrowException, OSError) as exc:
+        raise data_error(
+            path, None, None, f"not a readable parquet file: {exc}", MALFORMED
+        ) from None
+    names = pf.schema_arrow.names
+    optional = set(optional)
+    for name in schema.names:
+        if name not in names and name not in optional:
+            raise data_error(path, None, name, "missing column", MISSING_FIELD)
+    for name in names:
+        if name not in schema.names:
+            raise data_error(
+                path, None, name, f"unknown column; expected {', '.join(schema.names)}", MALFORMED
+            )
+    absent = [n for n in schema.names if n not in names]
+    rowno = 0
+    for batch in pf.iter_batches(batch_size=BATCH_ROWS):
+        for row in batch.to_pylist():
+            rowno += 1
+            for name in absent:
+                row[name] = None
+            yield rowno, row
+
+
+def write_parquet_rows(path, rows: Iterable[Mapping], schema: pa.Schema) -> int:
+    """Write dict rows in batches (constant memory); returns the row count."""
+    n = 0
+    rows = iter(rows)
+    with open_for_write(path, binary=True) as handle:
+        writer = pq.ParquetWriter(handle, schema)
+        try:
+            while True:
+                chunk = list(islice(rows, BATCH_ROWS))
+                if not chunk:
+                    break
+                n += len(chunk)
+                writer.write_table(pa.Table.from_pylist(chunk, schema=schema))
+            if n == 0:
+                writer.write_table(schema.empty_table())
+        finally:
+            writer.close()
+    return n
+
+
+def corpus_parquet_records(source, path, policy, check_unique: bool = True) -> Iterator[dict]:
+    seen = DuplicateChecker("pid") if check_unique else None
+    for rowno, row in parquet_rows(source, path, CORPUS_SCHEMA, optional=("title",)):
+        try:
+            out = _corpus_row(row, path, rowno)
+            if seen is not None:
+                seen.check(out["pid"], path, rowno, "pid")
+        except DataError as err:
+            policy.handle(err)
+            continue
+        yield out
+
+
+def _corpus_row(row: Mapping, path, rowno: int) -> dict:
+    if row.get("pid") is None:
+        raise data_error(path, rowno, "pid", "missing value", MISSING_FIELD)
+    if row.get("text") is None:
+        raise data_error(path, rowno, "text", "missing value", MISSING_FIELD)
+    pid = require_id(row["pid"], path, rowno, "pid")
+    title = row.get("title") or ""
+    title = require_text(title, path, rowno, "title", allow_empty=True)
+    text = require_text(row["text"], path, rowno, "text", allow_empty=True)
+    if not text.strip() and not title.strip():
+        raise data_error(path, rowno, "text", "empty text (and no title)", EMPTY_TEXT)
+    return {"pid": pid, "title": title, "text": text}
+
+
+def iter_corpus_parquet(path, on_error="raise", report=None, check_unique: bool = True):
+    """Stream a parquet corpus (columns ``pid, text`` and optional ``title``)."""
+    policy = resolve_policy(on_error, report, path)
+    yield from corpus_parquet_records(path, path, policy, check_unique)
+    policy.finish()
+
+
+def write_corpus_parquet(path, rows: Iterable[Mapping]) -> int:
+    """Write ``{"pid", "title", "text"}`` rows to parquet with CORPUS_SCHEMA (validated)."""
+    seen = DuplicateChecker("pid")
+
+    def checked():
+        for n, row in enumerate(rows, start=1):
+            out = _corpus_row(row, path, n)
+            seen.check(out["pid"], path, n, "pid")
+            yield out
+
+    return write_parquet_rows(path, checked(), CORPUS_SCHEMA)

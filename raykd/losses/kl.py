@@ -1,0 +1,122 @@
+"""Listwise KL(teacher || student) over each query's candidate list."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from raykd.losses.base import DistillationLoss
+from raykd.losses.common import (
+    LossBatch,
+    check_bool,
+    check_temperature,
+    masked_log_softmax,
+    prepare_inputs,
+    reduce_rows,
+    row_kl,
+)
+
+NAME = "kl"
+
+
+def _kl_rows(batch: LossBatch, student_temperature: float, teacher_temperature: float) -> Tensor:
+    assert batch.teacher is not None
+    logq = masked_log_softmax(batch.student, batch.valid_mask, student_temperature)
+    logp = masked_log_softmax(batch.teacher, batch.valid_mask, teacher_temperature)
+    return row_kl(logp, logq, batch.valid_mask)
+
+
+def _kl(
+    batch: LossBatch, student_temperature: float, teacher_temperature: float, t2_scaling: bool
+) -> Tensor:
+    loss = reduce_rows(
+        _kl_rows(batch, student_temperature, teacher_temperature), batch.instance_weight
+    )
+    return loss * student_temperature**2 if t2_scaling else loss
+
+
+def kl_rows(
+    student: Tensor,
+    teacher: Tensor,
+    valid_mask: Tensor | None = None,
+    *,
+    student_temperature: float = 1.0,
+    teacher_temperature: float = 1.0,
+) -> Tensor:
+    """Per-query KL(softmax(t/tau_t) || softmax(s/tau_s)) summed over candidates, shape [B]."""
+    check_temperature(NAME, "student_temperature", student_temperature)
+    check_temperature(NAME, "teacher_temperature", teacher_temperature)
+    batch = prepare_inputs(student, teacher, None, valid_mask, loss=NAME)
+    return _kl_rows(batch, student_temperature, teacher_temperature)
+
+
+def kl_loss(
+    student: Tensor,
+    teacher: Tensor,
+    valid_mask: Tensor | None = None,
+    *,
+    student_temperature: float = 1.0,
+    teacher_temperature: float = 1.0,
+    t2_scaling: bool = False,
+    instance_weight: Tensor | None = None,
+) -> Tensor:
+    """Listwise KL(teacher || student), ``F.kl_div`` convention, batchmean reduction.
+
+    Sum over candidates, mean over queries; with ``instance_weight`` v the weighted mean
+    ``sum_q v_q KL_q / sum_q v_q`` (0, with a gradient, when every weight is 0).
+    ``t2_scaling`` multiplies by ``student_temperature**2``, which undoes the 1/T^2 shrink of
+    the student's gradient (the classic T^2 when both temperatures are equal).
+    """
+    check_temperature(NAME, "student_temperature", student_temperature)
+    check_temperature(NAME, "teacher_temperature", teacher_temperature)
+    batch = prepare_inputs(
+        student, teacher, None, valid_mask, instance_weight=instance_weight, loss=NAME
+    )
+    return _kl(batch, student_temperature, teacher_temperature, t2_scaling)
+
+
+class KLLoss(DistillationLoss):
+    """Listwise KL distillation.
+
+    ``temperature`` sets both sides; ``student_temperature`` / ``teacher_temperature`` override
+    one side. ``in_batch`` tells the trainer to feed global in-batch score matrices.
+    """
+
+    name = NAME
+    needs_teacher = True
+    needs_reference = False
+    in_batch = False
+
+    def __init__(
+        self,
+        temperature: float = 1.0,
+        student_temperature: float | None = None,
+        teacher_temperature: float | None = None,
+        t2_scaling: bool = False,
+        in_batch: bool = False,
+        validate: bool = True,
+    ) -> None:
+        super().__init__(validate=validate)
+        temperature = check_temperature(NAME, "temperature", temperature)
+        self.student_temperature = (
+            temperature
+            if student_temperature is None
+            else check_temperature(NAME, "student_temperature", student_temperature)
+        )
+        self.teacher_temperature = (
+            temperature
+            if teacher_temperature is None
+            else check_temperature(NAME, "teacher_temperature", teacher_temperature)
+        )
+        self.t2_scaling = check_bool(NAME, "t2_scaling", t2_scaling)
+        self.in_batch = check_bool(NAME, "in_batch", in_batch)
+
+    def compute(self, batch: LossBatch, progress: float | None) -> Tensor:
+        assert batch.teacher is not None
+        self._check_collapse(batch.teacher, batch.valid_mask, self.teacher_temperature)
+        return _kl(batch, self.student_temperature, self.teacher_temperature, self.t2_scaling)
+
+    def extra_repr(self) -> str:
+        return (
+            f"student_temperature={self.student_temperature:g}, "
+            f"teacher_temperature={self.teacher_temperature:g}, t2_scaling={self.t2_scaling}"
+        )

@@ -18,9 +18,16 @@ def setup_logging(level: int = logging.INFO) -> None:
                         datefmt="%H:%M:%S")
 
 
+def local_cpus() -> int:
+    """Logical CPUs for a local Ray: twice the cores, at least 4, so that read tasks still
+    get scheduled next to a pool of one-CPU model actors (on a laptop the actors are the
+    bottleneck, not the logical count)."""
+    return max(4, 2 * (os.cpu_count() or 1))
+
+
 def init_ray(num_cpus: int | None = None):
     """Connect to the cluster in RAY_ADDRESS when set (e.g. under `ray job submit`), else start
-    a local Ray; the dashboard, when started here, binds to 127.0.0.1."""
+    a local Ray with `local_cpus()` logical CPUs; no dashboard is started locally."""
     import ray
 
     offline_models()
@@ -31,6 +38,6 @@ def init_ray(num_cpus: int | None = None):
     if os.environ.get("RAY_ADDRESS"):
         ray.init(runtime_env={"env_vars": env_vars}, log_to_driver=True)
     else:
-        ray.init(num_cpus=num_cpus, dashboard_host="127.0.0.1", include_dashboard=False,
+        ray.init(num_cpus=num_cpus or local_cpus(), include_dashboard=False,
                  runtime_env={"env_vars": env_vars})
     return ray

@@ -40,7 +40,7 @@ def encode_corpus(corpus: ray.data.Dataset, model_path: str, *, concurrency: int
         fn_constructor_kwargs={"model_path": str(model_path), "batch_size": batch_size,
                                "student_options": student_options},
         batch_size=batch_size * 4,
-        concurrency=concurrency,
+        compute=ray.data.ActorPoolStrategy(size=concurrency),
         num_gpus=num_gpus,
         num_cpus=0 if num_gpus else 1,
     )

@@ -39,7 +39,7 @@ def _cross_encoder(spec: TeacherSpec, corpus_path: str | None) -> Teacher:
 
     return CrossEncoderTeacher(spec.model, query_max_length=spec.query_max_length,
                                passage_max_length=spec.passage_max_length,
-                               batch_size=spec.batch_size,
+                               batch_size=spec.batch_size, label_index=spec.label_index,
                                trust_remote_code=spec.trust_remote_code)
 
 
@@ -57,11 +57,11 @@ def _bi_encoder(spec: TeacherSpec, corpus_path: str | None) -> Teacher:
 def _late_interaction(spec: TeacherSpec, corpus_path: str | None) -> Teacher:
     from raykd.teachers.late_interaction import LateInteractionTeacher
 
-    options = _if_set(spec, "projection_dim", "similarity", "query_augmentation")
+    options = _if_set(spec, "projection_dim", "similarity", "query_augmentation",
+                      "mask_punctuation")
     if options.get("similarity") == "dot":
         raise ConfigError("teacher.similarity", "late interaction compares normalised token "
-                                                "vectors: use 'cosine' (or 'l2' in a saved "
-                                                "model's options)")
+                                                "vectors: use 'cosine' or 'l2'")
     return LateInteractionTeacher(spec.model, query_max_length=spec.query_max_length,
                                   passage_max_length=spec.passage_max_length,
                                   batch_size=spec.batch_size,

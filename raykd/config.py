@@ -1,0 +1,315 @@
+"""Typed configuration: a Recipe is an ordered list of Stages (DESIGN.md section 1).
+
+Recipes are YAML files validated into these objects; any field can be overridden with a dotted
+`key=value` (`train.lr=2e-5`, `stages.0.loss.params.temperature=2`; bare `train.*`, `loss.*`,
+`teacher.*`, `data.*` and `dark.*` apply to every stage). An unknown or invalid field fails with
+a `ConfigError` that names it, before any work starts.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from raykd.errors import ConfigError
+
+
+class Spec(BaseModel):
+    """Base of every config object: unknown fields are errors, values are checked on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class StudentSpec(Spec):
+    """The bi-encoder student (see `raykd.students.BiEncoder`)."""
+
+    model: str = "minilm"
+    pooling: Literal["mean", "cls"] | None = None
+    similarity: Literal["dot", "cosine"] | None = None
+    scale: float = Field(1.0, gt=0)
+    shared: bool = True
+    num_layers: int | None = Field(None, ge=1)
+    query_max_length: int = Field(64, ge=2)
+    passage_max_length: int = Field(256, ge=2)
+    trust_remote_code: bool = False
+
+    def options(self) -> dict:
+        """Keyword overrides for `BiEncoder.from_pretrained` (unset fields keep the model's own)."""
+        keys = ("pooling", "similarity", "scale", "shared", "num_layers", "query_max_length",
+                "passage_max_length")
+        return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
+
+
+TeacherKind = Literal["cross_encoder", "bi_encoder", "late_interaction", "bm25", "ensemble",
+                      "precomputed"]
+
+
+class TeacherSpec(Spec):
+    """A teacher: its kind, model and the options that change its scores (all in the fingerprint)."""
+
+    kind: TeacherKind = "ensemble"
+    model: str | None = None
+    query_max_length: int = Field(64, ge=2)
+    passage_max_length: int = Field(256, ge=2)
+    batch_size: int = Field(32, ge=1)
+    # cross_encoder: which logit column is the relevance score
+    label_index: int = Field(0, ge=0)
+    # bi_encoder / late_interaction ('l2' is late interaction only)
+    pooling: Literal["mean", "cls"] | None = None
+    similarity: Literal["dot", "cosine", "l2"] | None = None
+    scale: float = Field(1.0, gt=0)
+    projection_dim: int | None = Field(None, ge=1)
+    query_augmentation: bool = False
+    mask_punctuation: bool = False
+    # bm25
+    k1: float = Field(1.5, gt=0)
+    b: float = Field(0.75, ge=0, le=1)
+    # ensemble
+    members: list[TeacherSpec] = Field(default_factory=list)
+    weights: list[float] | None = None
+    normalization: Literal["zscore", "minmax", "rrf", "none"] = "zscore"
+    rrf_k: int = Field(60, ge=1)
+    # precomputed
+    path: str | None = None
+    format: Literal["hofstatter_text", "hofstatter_ids", "jsonl", "parquet"] | None = None
+    trust_remote_code: bool = False
+
+    @model_validator(mode="after")
+    def _check_kind(self) -> TeacherSpec:
+        if self.kind == "ensemble":
+            if not self.members:
+                raise ValueError("an ensemble teacher needs `members`")
+            if self.weights is not None and len(self.weights) != len(self.members):
+                raise ValueError(f"`weights` has {len(self.weights)} values for "
+                                 f"{len(self.members)} members")
+        if self.kind == "precomputed" and not self.path:
+            raise ValueError("a precomputed teacher needs `path`")
+        if self.kind in ("cross_encoder", "bi_encoder", "late_interaction") and not self.model:
+            raise ValueError(f"a {self.kind} teacher needs `model`")
+        return self
+
+
+class DataSpec(Spec):
+    """Which training candidates a stage sees."""
+
+    dataset: str = "scifact"
+    split: str = "train"
+    candidates: str | None = None  # a candidate-group file/folder; None mines them
+    negatives_from: Literal["bm25", "dense", "union", "student"] = "union"
+    depth: int = Field(100, ge=1)
+    num_negatives: int = Field(7, ge=0)
+    sampling: Literal["random", "hardest", "window"] = "random"
+    window: tuple[int, int] = (0, 100)
+    in_batch: bool = False
+    query_filter: Literal["all", "confusing"] = "all"
+    seed: int = 13
+
+    @field_validator("window")
+    @classmethod
+    def _window_order(cls, value):
+        if value[0] < 0 or value[1] <= value[0]:
+            raise ValueError(f"window must be (start, end) with 0 <= start < end, got {value}")
+        return value
+
+    def dataset_dir(self) -> Path:
+        from raykd.datasets import scifact_dir
+
+        return scifact_dir() if self.dataset == "scifact" else Path(self.dataset)
+
+
+class DarkSpec(Spec):
+    """ADAM dark examples created per query before teacher scoring."""
+
+    enabled: bool = False
+    k: int = Field(2, ge=0)
+    mix_fraction: float = Field(0.5, ge=0, le=1)  # share of the k that are mix-ups
+    rho_mix: float = Field(0.3, gt=0, lt=1)
+    rho_mask: float = Field(0.3, gt=0, lt=1)
+    mix_strategy: Literal["span", "interleave"] = "span"
+    mask_strategy: Literal["random", "query_overlap_first"] = "random"
+    mask_token: str | None = "[MASK]"  # None deletes the masked words
+    seed: int = 13
+
+
+class LossSpec(Spec):
+    """A loss from the registry, by name, with its parameters."""
+
+    name: str = "kl"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _known_loss(self) -> LossSpec:
+        from raykd.losses import build_loss
+
+        try:
+            build_loss(self.name, **self.params)
+        except (ValueError, TypeError, KeyError) as err:
+            raise ValueError(str(err)) from err
+        return self
+
+
+class TrainSpec(Spec):
+    """Optimisation and distribution settings of one stage."""
+
+    backend: Literal["ddp", "deepspeed"] = "ddp"
+    zero_stage: int = Field(0, ge=0, le=3)
+    deepspeed_config: str | None = None  # a JSON file merged over the generated config
+    num_workers: int = Field(1, ge=1)
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(1, gt=0)
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    lr: float = Field(2e-5, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    batch_size: int = Field(16, ge=1)  # queries per worker per micro-step
+    grad_accum: int = Field(1, ge=1)
+    max_steps: int | None = Field(None, ge=1)
+    epochs: float = Field(1.0, gt=0)
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    max_grad_norm: float | None = Field(1.0, gt=0)
+    checkpoint_every: int | None = Field(None, ge=1)
+    max_failures: int = Field(0, ge=-1)
+    log_every: int = Field(10, ge=1)
+    seed: int = 13
+
+
+class EvalSpec(Spec):
+    """Evaluation after a stage."""
+
+    split: str | None = "dev"
+    k: int = Field(1000, ge=1)
+    measures: list[str] = Field(default_factory=lambda: ["nDCG@10", "RR@10", "R@100", "R@1000"])
+    rel: int = Field(1, ge=1)
+
+
+class Stage(Spec):
+    """One stage of a recipe: teacher, data, optional dark examples, loss and optimisation."""
+
+    name: str
+    teacher: TeacherSpec | None = None
+    data: DataSpec = Field(default_factory=DataSpec)
+    dark: DarkSpec = Field(default_factory=DarkSpec)
+    loss: LossSpec = Field(default_factory=LossSpec)
+    train: TrainSpec = Field(default_factory=TrainSpec)
+    eval: EvalSpec = Field(default_factory=EvalSpec)
+    repeat: int = Field(1, ge=1)
+
+
+class TrackingSpec(Spec):
+    """MLflow: the tracking URI defaults to MLFLOW_TRACKING_URI, else a local store."""
+
+    enabled: bool = True
+    experiment: str = "raykd"
+    tracking_uri: str | None = None
+
+
+class Recipe(Spec):
+    """A named, ordered list of stages over one student."""
+
+    name: str
+    method: str = "custom"
+    student: StudentSpec = Field(default_factory=StudentSpec)
+    stages: list[Stage]
+    storage: str = "outputs"
+    teacher_concurrency: int = Field(1, ge=1)
+    teacher_num_gpus: float = Field(0.0, ge=0)
+    score_cache: str | None = None  # default: <storage>/score_cache
+    test_split: str | None = "test"
+    tracking: TrackingSpec = Field(default_factory=TrackingSpec)
+
+    @field_validator("stages")
+    @classmethod
+    def _non_empty(cls, stages):
+        if not stages:
+            raise ValueError("a recipe needs at least one stage")
+        names = [s.name for s in stages]
+        if len(set(names)) != len(names):
+            raise ValueError(f"stage names must be unique, got {names}")
+        return stages
+
+    def run_dir(self) -> str:
+        return os.path.join(self.storage, self.name)
+
+
+STAGE_SHORTCUTS = ("teacher", "data", "dark", "loss", "train", "eval")
+
+
+def _error_from_validation(err: ValidationError, source: str) -> ConfigError:
+    first = err.errors()[0]
+    field = ".".join(str(p) for p in first["loc"]) or "<root>"
+    detail = first["msg"]
+    if first["type"] == "extra_forbidden":
+        detail = "unknown field"
+    elif first["type"] == "literal_error":
+        detail = f"{detail} (got {first.get('input')!r})"
+    more = f" (+{len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+    return ConfigError(field, f"{detail}{more} [{source}]")
+
+
+def parse_value(text: str) -> Any:
+    """A command-line value: YAML scalars and lists (`2e-5`, `true`, `[1, 2]`, `null`)."""
+    return yaml.safe_load(text) if text != "" else ""
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Apply `a.b.c=value` overrides to a raw recipe dict; stage shortcuts fan out to all stages."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(item, "an override must look like field.path=value")
+        key, text = item.split("=", 1)
+        parts = key.strip().split(".")
+        value = parse_value(text)
+        if parts[0] in STAGE_SHORTCUTS:
+            for stage in raw.get("stages", []):
+                _set_path(stage, parts, value, key)
+        else:
+            _set_path(raw, parts, value, key)
+    return raw
+
+
+def _set_path(node: Any, parts: list[str], value: Any, key: str) -> None:
+    for i, part in enumerate(parts[:-1]):
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(key, f"'{part}' is not an index of a {len(node)}-item list")
+            node = node[int(part)]
+        else:
+            node = node.setdefault(part, {})
+            if not isinstance(node, (dict, list)):
+                raise ConfigError(key, f"'{'.'.join(parts[:i + 1])}' is not a mapping")
+    last = parts[-1]
+    if isinstance(node, list):
+        if not last.isdigit() or int(last) >= len(node):
+            raise ConfigError(key, f"'{last}' is not an index of a {len(node)}-item list")
+        node[int(last)] = value
+    else:
+        node[last] = value
+
+
+def load_recipe(path: str | os.PathLike, overrides: list[str] | None = None) -> Recipe:
+    """Read a YAML recipe, apply dotted overrides, validate; errors name the field."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError("<file>", f"{path} is not valid YAML: {err}") from err
+    if not isinstance(raw, dict):
+        raise ConfigError("<root>", f"{path} must hold a mapping, got {type(raw).__name__}")
+    raw = apply_overrides(raw, overrides or [])
+    return recipe_from_dict(raw, source=str(path))
+
+
+def recipe_from_dict(raw: dict, source: str = "<dict>") -> Recipe:
+    try:
+        return Recipe.model_validate(raw)
+    except ValidationError as err:
+        raise _error_from_validation(err, source) from None
+
+
+def dump_recipe(recipe: Recipe, path: str | os.PathLike) -> None:
+    """Write the resolved recipe as YAML (loadable again by `load_recipe`)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))

@@ -1,0 +1,233 @@
+"""The per-worker training loop run by Ray Train (DDP or DeepSpeed, CPU or GPU)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import ray.train
+import torch
+
+from raykd.config import Stage
+from raykd.losses import build_loss
+from raykd.students import BiEncoder
+from raykd.train.batching import Scorer, collate_groups, gather_plain
+from raykd.train.backends import make_backend
+from raykd.train.online_teacher import build_online_teacher
+
+STATE_FILE = "train_state.json"
+STUDENT_DIR = "student"
+
+
+@dataclass
+class WorkerConfig:
+    """What the driver hands every worker (plain data, so it pickles and logs)."""
+
+    stage: dict
+    student_path: str
+    student_options: dict
+    list_size: int
+    steps_per_epoch: int
+    total_steps: int
+    stage_index: int = 0
+    fail_at_step: int | None = None
+    fail_marker: str | None = None
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class TrainState:
+    """Where training stands: restored from a checkpoint to resume exactly."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    stage_index: int = 0
+    stage_done: bool = False
+
+
+def _world() -> tuple[int, int]:
+    ctx = ray.train.get_context()
+    return ctx.get_world_rank(), ctx.get_world_size()
+
+
+def _lr_lambda(total_steps: int, warmup_steps: int):
+    def factor(step: int) -> float:
+        if warmup_steps and step < warmup_steps:
+            return (step + 1) / warmup_steps
+        remaining = max(total_steps - warmup_steps, 1)
+        return max(0.0, (total_steps - step) / remaining)
+    return factor
+
+
+def _device(use_gpu: bool) -> torch.device:
+    if use_gpu and torch.cuda.is_available():
+        return ray.train.torch.get_device()
+    return torch.device("cpu")
+
+
+def _to(inputs: dict, device) -> dict:
+    return {k: v.to(device) for k, v in inputs.items()}
+
+
+def _maybe_fail(cfg: WorkerConfig, step: int, rank: int) -> None:
+    """Fault injection for tests: raise once at `fail_at_step` (a marker file makes it once)."""
+    if cfg.fail_at_step is None or step != cfg.fail_at_step or rank != 0:
+        return
+    marker = Path(cfg.fail_marker) if cfg.fail_marker else None
+    if marker is not None and marker.exists():
+        return
+    if marker is not None:
+        marker.write_text(str(step))
+    raise RuntimeError(f"injected failure at step {step}")
+
+
+def train_loop_per_worker(raw_config: dict) -> None:
+    """One worker: restore, iterate the dataset shard, step, report, checkpoint."""
+    cfg = WorkerConfig(**raw_config)
+    stage = Stage.model_validate(cfg.stage)
+    spec = stage.train
+    rank, world = _world()
+    torch.manual_seed(spec.seed + rank)
+    np.random.seed(spec.seed + rank)
+    device = _device(spec.use_gpu)
+
+    student = BiEncoder.from_pretrained(cfg.student_path, **cfg.student_options)
+    loss_fn = build_loss(stage.loss.name, **stage.loss.params)
+    needs_reference = bool(getattr(loss_fn, "needs_reference", False))
+    in_batch = bool(getattr(loss_fn, "in_batch", False))
+    # PROD's frozen copy is the student at the stage's start: the stage's input weights.
+    reference = copy.deepcopy(student).eval().requires_grad_(False) if needs_reference else None
+    online_teacher = None
+    if in_batch and getattr(loss_fn, "needs_teacher", True) and stage.teacher is not None:
+        online_teacher = build_online_teacher(stage.teacher, device)
+
+    warmup = int(spec.warmup_ratio * cfg.total_steps)
+    backend = make_backend(spec, student, _lr_lambda(cfg.total_steps, warmup), device)
+    state = TrainState(stage_index=cfg.stage_index)
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as ckpt_dir:
+            saved = json.loads((Path(ckpt_dir) / STATE_FILE).read_text())
+            state = TrainState(**saved)
+            backend.load(ckpt_dir)
+
+    scorer = Scorer(student, in_batch, rank, world)
+    ref_scorer = Scorer(reference, in_batch, rank, world) if reference is not None else None
+    shard = ray.train.get_dataset_shard("train")
+    last_report = time.perf_counter()
+    queries_seen = 0
+    window_losses: list[float] = []
+    extra_metrics: dict[str, float] = {}
+
+    def report(checkpoint_now: bool, final: bool = False) -> None:
+        nonlocal last_report, queries_seen, window_losses
+        elapsed = max(time.perf_counter() - last_report, 1e-9)
+        metrics = {
+            "step": state.step,
+            "epoch": state.epoch,
+            "stage": stage.name,
+            "loss": float(np.mean(window_losses)) if window_losses else float("nan"),
+            "lr": backend.lr(),
+            "queries_per_s": queries_seen * world / elapsed,
+            **extra_metrics,
+        }
+        if final:
+            state.stage_done = True
+        if not checkpoint_now:
+            ray.train.report(metrics)
+        else:
+            with tempfile.TemporaryDirectory() as tmp:
+                wrote = backend.save(tmp, rank)
+                if final:
+                    with backend.full_weights():
+                        if rank == 0:
+                            student.save(Path(tmp) / STUDENT_DIR)
+                    wrote = wrote or rank == 0
+                if rank == 0:
+                    (Path(tmp) / STATE_FILE).write_text(json.dumps(asdict(state)))
+                    wrote = True
+                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp)
+                                 if wrote else None)
+        last_report = time.perf_counter()
+        queries_seen = 0
+        window_losses = []
+
+    micro = 0
+    while state.step < cfg.total_steps:
+        skip = state.batch_in_epoch
+        iterator = shard.iter_batches(batch_size=spec.batch_size, batch_format="numpy",
+                                      drop_last=True, local_shuffle_buffer_size=None)
+        for i, raw in enumerate(iterator):
+            if i < skip:
+                continue
+            batch = collate_groups(raw, cfg.list_size)
+            with backend.autocast():
+                q_in = _to(student.tokenize(batch.queries, "query"), device)
+                p_in = _to(student.tokenize(batch.passages, "passage"), device)
+                q_emb, p_emb = backend.model(q_in, p_in)
+                scores = scorer.scores(q_emb, p_emb, batch)
+            pos_mask, valid_mask = scorer.masks(batch, device)
+            teacher = batch.teacher.to(device) if batch.teacher is not None else None
+            if online_teacher is not None:
+                teacher = online_teacher.in_batch_scores(batch, rank, world)
+            ref_scores = None
+            if ref_scorer is not None:
+                with torch.no_grad():
+                    rq, rp = reference(_to(q_in, device), _to(p_in, device))
+                    ref_scores = ref_scorer.scores(rq, rp, batch, gather_grad=False)
+            loss = loss_fn(student=scores.float(), teacher=teacher, pos_mask=pos_mask,
+                           valid_mask=valid_mask, reference=ref_scores,
+                           progress=state.step / max(cfg.total_steps, 1))
+            extra_metrics = _loss_metrics(loss_fn)
+            boundary = (micro + 1) % spec.grad_accum == 0
+            backend.backward_step(loss, boundary)
+            micro += 1
+            queries_seen += len(batch.qids)
+            window_losses.append(float(loss.detach()))
+            state.batch_in_epoch = i + 1
+            if not boundary:
+                continue
+            state.step += 1
+            _maybe_fail(cfg, state.step, rank)
+            done = state.step >= cfg.total_steps
+            ckpt_due = spec.checkpoint_every and state.step % spec.checkpoint_every == 0
+            if done:
+                report(checkpoint_now=True, final=True)
+                return
+            if ckpt_due:
+                report(checkpoint_now=True)
+            elif state.step % spec.log_every == 0:
+                report(checkpoint_now=False)
+        state.epoch += 1
+        state.batch_in_epoch = 0
+        if state.epoch > math.ceil(cfg.total_steps / max(cfg.steps_per_epoch, 1)) + 1:
+            raise RuntimeError(
+                f"worker {rank} ran out of data at step {state.step}/{cfg.total_steps}")
+
+
+def _loss_metrics(loss_fn) -> dict[str, float]:
+    """Per-step extras a loss exposes for logging (components, kept fraction, confidence)."""
+    stats = getattr(loss_fn, "last_stats", None) or {}
+    out = {}
+    for key, value in dict(stats).items():
+        try:
+            out[f"loss/{key}"] = float(value)
+        except (TypeError, ValueError):
+            continue
+    return out
+
+
+def restore_paths(checkpoint_dir: str | os.PathLike) -> tuple[dict, Path | None]:
+    """The saved train state and the exported student folder (if the stage finished)."""
+    root = Path(checkpoint_dir)
+    state = json.loads((root / STATE_FILE).read_text())
+    student = root / STUDENT_DIR
+    return state, (student if student.exists() else None)

@@ -1,0 +1,90 @@
+"""The command line shared by the method jobs (`jobs/<method>.py`): a recipe plus overrides.
+
+    python jobs/margin_mse.py                                  # the bundled recipe
+    python jobs/margin_mse.py --quick                          # a tiny budget, for a smoke run
+    python jobs/margin_mse.py train.lr=3e-5 loss.params.temperature=2 name=mm-lr3e-5
+    python jobs/margin_mse.py --recipe my_recipe.yaml
+
+Overrides are dotted `field=value` pairs (YAML values); `train.*`, `loss.*`, `teacher.*`,
+`data.*`, `dark.*` and `eval.*` apply to every stage, `stages.N.field` to one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from raykd.config import Recipe, load_recipe
+from raykd.errors import ConfigError
+from raykd.runtime import init_ray, setup_logging
+
+RECIPES_DIR = Path(__file__).resolve().parents[1] / "jobs" / "recipes"
+
+# Small budgets for smoke runs: a few steps, small lists, short passages, dev-only evaluation.
+QUICK_OVERRIDES = [
+    "train.max_steps=8",
+    "train.batch_size=4",
+    "train.checkpoint_every=null",
+    "data.num_negatives=3",
+    "student.passage_max_length=96",
+    "student.query_max_length=32",
+]
+
+
+def parse_args(description: str, default_recipe: str, argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=description,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--recipe", default=str(RECIPES_DIR / default_recipe),
+                        help=f"recipe YAML (default: jobs/recipes/{default_recipe})")
+    parser.add_argument("--quick", action="store_true",
+                        help="a tiny budget: a few steps on short passages (smoke run)")
+    parser.add_argument("--name", default=None, help="run name (same name = resume)")
+    parser.add_argument("--storage", default=None, help="output root (default: recipe storage)")
+    parser.add_argument("--print-recipe", action="store_true",
+                        help="print the resolved recipe and exit")
+    parser.add_argument("overrides", nargs="*", help="dotted field=value overrides")
+    return parser.parse_args(argv)
+
+
+def resolve(args: argparse.Namespace) -> Recipe:
+    overrides = list(QUICK_OVERRIDES if args.quick else []) + list(args.overrides)
+    if args.name:
+        overrides.append(f"name={args.name}")
+    elif args.quick:
+        overrides.append(f"name={Path(args.recipe).stem}-quick")
+    if args.storage:
+        overrides.append(f"storage={args.storage}")
+    return load_recipe(args.recipe, overrides)
+
+
+def run_job(description: str, default_recipe: str, argv=None) -> dict:
+    """Parse, validate (before any work), run the recipe, print a summary."""
+    args = parse_args(description, default_recipe, argv)
+    setup_logging()
+    try:
+        recipe = resolve(args)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    if args.print_recipe:
+        print(json.dumps(recipe.model_dump(mode="json"), indent=2))
+        return {}
+    from raykd.train.driver import RecipeRunner
+
+    init_ray()
+    start = time.perf_counter()
+    summary = RecipeRunner(recipe).run()
+    wall = time.perf_counter() - start
+    print(f"\n[raykd] {recipe.name}: {len(recipe.stages)} stage(s) in {wall / 60:.1f} min")
+    for stage in summary["stages"]:
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in stage["metrics"].items())
+        print(f"  stage {stage['name']:<20} steps {stage['steps']:>5}  {shown}")
+    if summary["test"]:
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in summary["test"].items())
+        print(f"  test  {shown}")
+    print(f"  student: {summary['student']}")
+    summary["wall_seconds"] = wall
+    return summary

@@ -1,0 +1,353 @@
+"""The stage driver: runs any recipe stage by stage and resumes at the first unfinished stage.
+
+For each stage: candidates (given, or mined and cached), teacher scores (the Ray Data scoring
+stage with its cache, for list losses), training on Ray Train, export of the student,
+evaluation on the dev split. The student of one stage is the input of the next. A stage that
+finished leaves `done.json` in its folder; rerunning the same recipe name skips it, and a stage
+interrupted mid-training resumes from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import yaml
+
+from raykd.config import Recipe, Stage, dump_recipe
+from raykd.data.beir import BeirDataset
+from raykd.errors import ConfigError
+from raykd.losses import build_loss
+from raykd.students import resolve_model
+from raykd.tracking import StepMetricsCallback, Tracker, resolve_tracking_uri
+from raykd.tracking.lineage import dataset_hashes, git_commit
+from raykd.train.loop import WorkerConfig, restore_paths
+from raykd.train.trainer import make_trainer, plan_steps
+
+log = logging.getLogger(__name__)
+
+RECIPE_FILE = "recipe.yaml"
+DONE_FILE = "done.json"
+
+
+@dataclass
+class StageResult:
+    """What a finished stage leaves behind."""
+
+    name: str
+    student: str
+    steps: int
+    metrics: dict = field(default_factory=dict)
+    seconds: dict = field(default_factory=dict)
+    teacher_fingerprint: str | None = None
+    candidates: str | None = None
+
+
+def _key(obj) -> str:
+    from raykd.teachers.base import stable_hash
+
+    return stable_hash(obj)
+
+
+class RecipeRunner:
+    """Run a recipe; `run()` returns the per-stage results and the final test metrics."""
+
+    def __init__(self, recipe: Recipe, *, fail_at_step: int | None = None,
+                 fail_marker: str | None = None, echo=print):
+        self.recipe = recipe
+        self.run_dir = Path(recipe.run_dir()).resolve()
+        self.fail_at_step, self.fail_marker = fail_at_step, fail_marker
+        self.echo = echo
+        self.cache_dir = Path(recipe.score_cache or self.run_dir.parent / "score_cache").resolve()
+        self.tracker: Tracker | None = None
+
+    # ---- paths ---------------------------------------------------------------------------
+
+    def stage_dir(self, index: int, stage: Stage) -> Path:
+        return self.run_dir / "stages" / f"{index:02d}-{stage.name}"
+
+    def finished(self, index: int, stage: Stage) -> StageResult | None:
+        done = self.stage_dir(index, stage) / DONE_FILE
+        return StageResult(**json.loads(done.read_text())) if done.exists() else None
+
+    def first_unfinished(self) -> int:
+        """Index of the first stage without `done.json` (len(stages) when all are done)."""
+        for i, stage in enumerate(self.recipe.stages):
+            if self.finished(i, stage) is None:
+                return i
+        return len(self.recipe.stages)
+
+    # ---- the run ---------------------------------------------------------------------------
+
+    def _check_same_recipe(self) -> None:
+        saved = self.run_dir / RECIPE_FILE
+        current = self.recipe.model_dump(mode="json")
+        if saved.exists():
+            before = yaml.safe_load(saved.read_text())
+            if before != current:
+                diff = _first_difference(before, current)
+                raise ConfigError(diff or "<recipe>", (
+                    f"run '{self.recipe.name}' in {self.run_dir} was started with a different "
+                    f"value here; resume with the same recipe, or choose a new `name`"))
+        else:
+            dump_recipe(self.recipe, saved)
+
+    def run(self) -> dict:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._check_same_recipe()
+        recipe = self.recipe
+        uri = resolve_tracking_uri(recipe.tracking.tracking_uri, recipe.storage)
+        self.tracker = Tracker(recipe.name, recipe.tracking.experiment, uri,
+                               enabled=recipe.tracking.enabled,
+                               artifact_root=str(Path(recipe.storage) / "mlartifacts"))
+        self.tracker.log_params(recipe.model_dump(mode="json"))
+        dataset_dirs = {s.data.dataset_dir() for s in recipe.stages}
+        self.tracker.set_tags({"raykd.git_commit": git_commit(), "raykd.method": recipe.method,
+                               **{f"lineage.dataset.{Path(d).name}.{k}": v for d in dataset_dirs
+                                  for k, v in dataset_hashes(d).items()}})
+        self.tracker.log_artifact(self.run_dir / RECIPE_FILE)
+        student = resolve_model(recipe.student.model)
+        results: list[StageResult] = []
+        start_at = self.first_unfinished()
+        if start_at:
+            self.echo(f"[raykd] resuming '{recipe.name}' at stage {start_at + 1}/"
+                      f"{len(recipe.stages)}")
+        try:
+            for i, stage in enumerate(recipe.stages):
+                done = self.finished(i, stage)
+                if done is not None:
+                    self.echo(f"[raykd] stage {i + 1} '{stage.name}' already done "
+                              f"({done.steps} steps); skipping")
+                    results.append(done)
+                    student = done.student
+                    continue
+                result = self.run_stage(i, stage, student)
+                results.append(result)
+                student = result.student
+            final = self.finish(student, results)
+        except BaseException:
+            self.tracker.finish("FAILED")
+            raise
+        self.tracker.finish()
+        return final
+
+    def finish(self, student: str, results: list[StageResult]) -> dict:
+        recipe = self.recipe
+        final_dir = self.run_dir / "student"
+        if final_dir.exists():
+            shutil.rmtree(final_dir)
+        shutil.copytree(student, final_dir)
+        self.tracker.log_artifact(final_dir, "student")
+        test_metrics = {}
+        if recipe.test_split:
+            last = recipe.stages[-1]
+            test_metrics = self.evaluate(str(final_dir), last, recipe.test_split).metrics
+            self.tracker.log_metrics(test_metrics, prefix=f"{recipe.test_split}/")
+        self._log_loss_curve(results)
+        summary = {"recipe": recipe.name, "student": str(final_dir),
+                   "stages": [asdict(r) for r in results], "test": test_metrics}
+        (self.run_dir / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
+        return summary
+
+    # ---- one stage -------------------------------------------------------------------------
+
+    def run_stage(self, index: int, stage: Stage, student_in: str) -> StageResult:
+        recipe = self.recipe
+        out = self.stage_dir(index, stage)
+        out.mkdir(parents=True, exist_ok=True)
+        self.echo(f"[raykd] stage {index + 1}/{len(recipe.stages)} '{stage.name}': "
+                  f"loss={stage.loss.name} teacher={stage.teacher.kind if stage.teacher else None}")
+        seconds: dict[str, float] = {}
+        loss = build_loss(stage.loss.name, **stage.loss.params)
+        with self.tracker.stage(stage.name) as run_id:
+            self.tracker.log_params(stage.model_dump(mode="json"), run_id)
+            t0 = time.perf_counter()
+            candidates = self.candidates(stage, student_in)
+            seconds["candidates"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            train_path, fingerprint = self.teacher_scores(stage, loss, candidates, out)
+            seconds["teacher"] = time.perf_counter() - t0
+            self.tracker.set_tags({"lineage.candidates": candidates,
+                                   "lineage.teacher_fingerprint": fingerprint or "none",
+                                   "lineage.score_cache": str(self.cache_dir),
+                                   "lineage.student_in": student_in}, run_id)
+            t0 = time.perf_counter()
+            student_out, steps = self.train(index, stage, student_in, train_path, out, run_id)
+            seconds["train"] = time.perf_counter() - t0
+            metrics = {}
+            if stage.eval.split:
+                t0 = time.perf_counter()
+                metrics = self.evaluate(student_out, stage, stage.eval.split).metrics
+                seconds["eval"] = time.perf_counter() - t0
+                self.tracker.log_metrics(metrics, step=steps, run_id=run_id,
+                                         prefix=f"{stage.eval.split}/")
+                self.tracker.log_metrics(metrics, step=index,
+                                         prefix=f"{stage.eval.split}/stage_")
+            self.tracker.log_metrics({f"seconds_{k}": v for k, v in seconds.items()},
+                                     run_id=run_id)
+            result = StageResult(stage.name, student_out, steps, metrics, seconds, fingerprint,
+                                 candidates)
+            (out / DONE_FILE).write_text(json.dumps(asdict(result), indent=2) + "\n")
+        shown = ", ".join(f"{k}={v:.4f}" for k, v in metrics.items())
+        self.echo(f"[raykd] stage '{stage.name}' done in {sum(seconds.values()):.0f}s, "
+                  f"{steps} steps; {stage.eval.split or ''} {shown}")
+        return result
+
+    def candidates(self, stage: Stage, student_in: str) -> str:
+        """A candidate-group path: the stage's own, or mined once and cached by its settings."""
+        data = stage.data
+        if data.candidates:
+            if not Path(data.candidates).exists():
+                raise ConfigError("data.candidates", f"{data.candidates} does not exist")
+            return str(Path(data.candidates).resolve())
+        from raykd.negatives.candidates import mine_from_spec
+
+        source_model = (student_in if data.negatives_from == "student"
+                        else resolve_model(self.recipe.student.model))
+        key = _key({"data": data.model_dump(mode="json"), "model": source_model})
+        out = self.run_dir.parent / "candidates" / f"{data.split}-{data.negatives_from}-{key}"
+        marker = out / "_mining.yaml"
+        if not marker.exists():
+            self.echo(f"[raykd] mining {data.negatives_from} negatives for {data.split} "
+                      f"-> {out}")
+            mine_from_spec(data, out, model=source_model if data.negatives_from != "bm25"
+                           else None, student_options=self._student_options(),
+                           fmt="parquet")
+        return str(out)
+
+    def _student_options(self) -> dict:
+        opts = self.recipe.student.options()
+        opts.pop("shared", None)
+        opts.pop("num_layers", None)
+        return opts
+
+    def teacher_scores(self, stage: Stage, loss, candidates: str, out: Path
+                       ) -> tuple[str, str | None]:
+        """Score the candidates with the stage's teacher (cached) when the loss needs lists
+        of teacher scores; in-batch losses score online and contrastive ones need none."""
+        needs = getattr(loss, "needs_teacher", False) and not getattr(loss, "in_batch", False)
+        if not needs:
+            return candidates, None
+        if stage.teacher is None:
+            raise ConfigError(f"stages.{stage.name}.teacher",
+                              f"loss '{stage.loss.name}' needs a teacher")
+        from raykd.teachers.diagnostics import log_diagnostics, teacher_diagnostics
+        from raykd.teachers.factory import build_teacher
+        from raykd.teachers.scoring import score_candidate_groups
+
+        corpus = str(stage.data.dataset_dir())
+        make = functools.partial(build_teacher, stage.teacher, corpus)
+        scored = out / "scored"
+        report = score_candidate_groups(candidates, scored, make, num_shards=4,
+                                        concurrency=self.recipe.teacher_concurrency,
+                                        num_gpus=self.recipe.teacher_num_gpus,
+                                        batch_size=stage.teacher.batch_size,
+                                        cache=str(self.cache_dir))
+        self.echo(f"[raykd] teacher {report.fingerprint}: {report.summary()}")
+        temperature = float(stage.loss.params.get("temperature",
+                            stage.loss.params.get("teacher_temperature", 1.0)))
+        stats = teacher_diagnostics(_iter_scored(scored), temperature=temperature)
+        self.echo("[raykd] " + log_diagnostics(stats))
+        self.tracker.log_metrics({k: v for k, v in stats.items()
+                                  if isinstance(v, (int, float))}, prefix="teacher/")
+        return str(scored), report.fingerprint
+
+    def train(self, index: int, stage: Stage, student_in: str, train_path: str, out: Path,
+              run_id: str | None) -> tuple[str, int]:
+        from raykd.data.ray_datasets import groups_dataset
+
+        dataset = groups_dataset(train_path).random_shuffle(seed=stage.train.seed).materialize()
+        lengths = dataset.map_batches(_list_lengths, batch_format="numpy")
+        num_groups, list_size = lengths.count(), int(lengths.max("m"))
+        steps_per_epoch, total = plan_steps(num_groups, stage)
+        worker = WorkerConfig(
+            stage=stage.model_dump(mode="json"), student_path=str(student_in),
+            student_options=self._stage_student_options(index), list_size=list_size,
+            steps_per_epoch=steps_per_epoch, total_steps=total, stage_index=index,
+            fail_at_step=self.fail_at_step, fail_marker=self.fail_marker)
+        callbacks = []
+        if run_id is not None:
+            callbacks.append(StepMetricsCallback(self.tracker.tracking_uri, run_id))
+        self.echo(f"[raykd] training {total} steps ({steps_per_epoch}/epoch) on "
+                  f"{num_groups} queries, {stage.train.num_workers} worker(s), "
+                  f"backend={stage.train.backend}")
+        trainer = make_trainer(worker, dataset, stage, f"{self.recipe.name}-{stage.name}",
+                               str(self.run_dir / "train"), callbacks)
+        result = trainer.fit()
+        if result.checkpoint is None:
+            raise RuntimeError(f"stage '{stage.name}' finished without a checkpoint")
+        student_out = out / "student"
+        with result.checkpoint.as_directory() as ckpt:
+            state, exported = restore_paths(ckpt)
+            if exported is None:
+                raise RuntimeError(f"stage '{stage.name}': the last checkpoint holds no student")
+            if student_out.exists():
+                shutil.rmtree(student_out)
+            shutil.copytree(exported, student_out)
+        return str(student_out), int(state["step"])
+
+    def _stage_student_options(self, index: int) -> dict:
+        """The recipe's student options apply when loading the initial model; later stages
+        load a saved student, which carries its own."""
+        if index == 0 and not Path(self.recipe.student.model).joinpath("raykd_student.json").exists():
+            return self.recipe.student.options()
+        return {}
+
+    def evaluate(self, student: str, stage: Stage, split: str):
+        from raykd.eval.retrieval import dense_retrieval
+
+        dataset = BeirDataset.from_dir(stage.data.dataset_dir())
+        result = dense_retrieval(student, dataset, split, k=stage.eval.k,
+                                 measures=stage.eval.measures, rel=stage.eval.rel,
+                                 name=Path(student).parent.name,
+                                 concurrency=self.recipe.teacher_concurrency)
+        return result
+
+    def _log_loss_curve(self, results: list[StageResult]) -> None:
+        if not self.tracker.enabled:
+            return
+        from raykd.tracking.plots import loss_curve
+
+        history = {}
+        for r in results:
+            query = f"tags.`raykd.run` = '{self.recipe.name}' and tags.`raykd.stage` = '{r.name}'"
+            runs = self.tracker.client.search_runs([self.tracker.experiment_id], query,
+                                                   max_results=1)
+            if runs:
+                history[r.name] = self.tracker.metric_history("train/loss", runs[0].info.run_id)
+        path = loss_curve(history, self.run_dir / "loss_curve.png",
+                          title=f"{self.recipe.name}: training loss")
+        self.tracker.log_artifact(path, "plots")
+
+
+def _list_lengths(batch: dict) -> dict:
+    return {"m": [len(texts) for texts in batch["texts"]]}
+
+
+def _iter_scored(path: str):
+    from raykd.data.groups import iter_groups
+
+    files = sorted(Path(path).glob("*.parquet")) if Path(path).is_dir() else [Path(path)]
+    for file in files:
+        yield from iter_groups(file)
+
+
+def _first_difference(a, b, prefix: str = "") -> str | None:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b), key=str):
+            found = _first_difference(a.get(key), b.get(key), f"{prefix}{key}.")
+            if found:
+                return found
+        return None
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for i, (x, y) in enumerate(zip(a, b)):
+            found = _first_difference(x, y, f"{prefix}{i}.")
+            if found:
+                return found
+        return None
+    return None if a == b else prefix.rstrip(".")

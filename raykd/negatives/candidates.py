@@ -1,0 +1,217 @@
+"""Candidate groups from mined rankings: positives first (label 1), then sampled negatives.
+
+    mine_negatives(data, split, out, source="union", depth=100, num_negatives=7, ...)
+
+Flow: rankings (BM25 / dense / union) -> per-query sampling (seeded by qid) -> the texts of the
+chosen pids only, from a second corpus stream -> groups validated and written as JSONL or
+parquet (one file, or `num_shards` files in a folder) with a `_mining.yaml` / `<file>.mining.yaml`
+record of the parameters and counts.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import yaml
+
+from raykd.errors import ConfigError, DataError
+from raykd.negatives.mining import (
+    Rankings,
+    Source,
+    corpus_path_of,
+    fetch_passage_texts,
+    mine_rankings,
+)
+from raykd.negatives.sampling import NegativeSampler
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("jsonl", "jsonl.gz", "parquet")
+
+
+@dataclass
+class MiningReport:
+    """Counts and timings of one mining run."""
+
+    source: str
+    split: str
+    outputs: list[str] = field(default_factory=list)
+    queries: int = 0
+    groups: int = 0
+    skipped_no_positive: int = 0
+    positives: int = 0
+    negatives: int = 0
+    short_groups: int = 0  # fewer negatives than asked for
+    positive_in_topk: int = 0  # queries with a labelled positive in their top `depth`
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        recall = self.positive_in_topk / self.groups if self.groups else 0.0
+        return (f"{self.groups} groups from {self.queries} {self.split} queries "
+                f"({self.skipped_no_positive} without a positive skipped); "
+                f"{self.positives} positives, {self.negatives} negatives, "
+                f"{self.short_groups} groups short of negatives; a positive in the "
+                f"{self.source} top-k for {recall:.1%} of queries")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def plan_groups(rankings: Rankings, qrels: Mapping[str, Mapping[str, int]],
+                sampler: NegativeSampler, *, min_rel: int = 1,
+                report: MiningReport | None = None) -> Iterator[dict]:
+    """Per query (in `rankings` order): ``{qid, pids, labels, kinds, ranks}`` without texts.
+
+    Positives are the qrels with grade >= `min_rel`, in qrels order; any pid judged relevant
+    (grade > 0) is excluded from the negatives. Queries without a positive are skipped."""
+    report = report or MiningReport("?", "?")
+    for qid, ranking in rankings.items():
+        judged = qrels.get(qid, {})
+        positives = [p for p, g in judged.items() if g >= min_rel]
+        report.queries += 1
+        if not positives:
+            report.skipped_no_positive += 1
+            continue
+        exclude = {p for p, g in judged.items() if g > 0}
+        chosen = sampler.sample(qid, ranking, exclude)
+        if len(chosen) < sampler.num_negatives:
+            report.short_groups += 1
+        if not set(positives).isdisjoint(ranking[:sampler.depth]):
+            report.positive_in_topk += 1
+        report.groups += 1
+        report.positives += len(positives)
+        report.negatives += len(chosen)
+        yield {"qid": qid,
+               "pids": positives + [pid for _, pid in chosen],
+               "labels": [1] * len(positives) + [0] * len(chosen),
+               "kinds": ["pos"] * len(positives) + ["neg"] * len(chosen),
+               "ranks": [-1] * len(positives) + [rank for rank, _ in chosen]}
+
+
+def fill_texts(plans: Iterable[dict], queries: Mapping[str, str], texts: Mapping[str, str],
+               source: str = "<corpus>") -> Iterator[dict]:
+    """Candidate groups (the DESIGN.md contract) from plans, query texts and passage texts."""
+    for plan in plans:
+        missing = [p for p in plan["pids"] if p not in texts]
+        if missing:
+            raise DataError(source, None, "pid", f"query {plan['qid']!r}: passage(s) "
+                            f"{missing[:5]} are not in the corpus")
+        yield {"qid": plan["qid"], "query": queries[plan["qid"]], "pids": plan["pids"],
+               "texts": [texts[p] for p in plan["pids"]], "labels": plan["labels"],
+               "kinds": plan["kinds"]}
+
+
+def _output_format(out: Path, fmt: str | None) -> tuple[str, bool]:
+    """(format, single_file) for an output path."""
+    name = out.name
+    for candidate in ("jsonl.gz", "jsonl", "parquet"):
+        if name.endswith("." + candidate):
+            if fmt and fmt != candidate:
+                raise ConfigError("out", f"{out} does not end in .{fmt}")
+            return candidate, True
+    fmt = fmt or "jsonl"
+    if fmt not in FORMATS:
+        raise ConfigError("format", f"{fmt!r} is not one of {FORMATS}")
+    return fmt, False
+
+
+def write_candidate_groups(groups: Iterable[Mapping], out, *, num_shards: int = 1,
+                           fmt: str | None = None) -> list[str]:
+    """Write groups to `out`: a ``.jsonl[.gz]``/``.parquet`` file (num_shards must be 1), or a
+    folder of ``part-XXXXX-of-YYYYY.<fmt>`` shards holding contiguous runs of the groups.
+    Each file is validated and written atomically; returns the paths."""
+    from raykd.data.groups import write_groups_jsonl, write_groups_parquet
+
+    out = Path(out)
+    fmt, single = _output_format(out, fmt)
+    if num_shards < 1:
+        raise ConfigError("num_shards", f"must be >= 1, got {num_shards}")
+    write = write_groups_parquet if fmt == "parquet" else write_groups_jsonl
+    if single:
+        if num_shards != 1:
+            raise ConfigError("num_shards", f"{out} is one file; give a folder to shard")
+        write(out, groups)
+        return [str(out)]
+    groups = list(groups)  # already in memory as plans + texts; sharding needs the count
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob("part-*-of-*.*"):
+        stale.unlink()
+    size = -(-len(groups) // num_shards) if groups else 0
+    paths = []
+    for shard in range(num_shards):
+        path = out / f"part-{shard:05d}-of-{num_shards:05d}.{fmt}"
+        write(path, groups[shard * size:(shard + 1) * size] if size else [])
+        paths.append(str(path))
+    return paths
+
+
+def mine_negatives(data, split: str, out, *, source: Source = "union",
+                   model: str | None = "minilm", depth: int = 100, num_negatives: int = 7,
+                   sampling: str = "random", window: tuple[int, int] = (0, 100), seed: int = 13,
+                   min_rel: int = 1, num_shards: int = 1, fmt: str | None = None,
+                   concurrency: int = 2, num_gpus: float = 0.0, batch_size: int = 64,
+                   student_options: dict | None = None, index_kind: str = "flat",
+                   k1: float = 1.5, b: float = 0.75) -> MiningReport:
+    """Mine, sample and write the candidate groups of a BEIR split (`data`: a folder or a
+    `BeirDataset`). Dense sources need Ray (`raykd.runtime.init_ray()`)."""
+    from raykd.data.beir import BeirDataset
+
+    dataset = data if isinstance(data, BeirDataset) else BeirDataset.from_dir(data)
+    sampler = NegativeSampler(num_negatives=num_negatives, sampling=sampling, depth=depth,
+                              window=tuple(window), seed=seed)
+    report = MiningReport(source, split)
+    start = time.perf_counter()
+    queries = dataset.queries(split)
+    qrels = dataset.qrels(split)
+    corpus = corpus_path_of(dataset)
+    rankings = mine_rankings(source, corpus, queries, depth, model=model,
+                             timings=report.seconds, k1=k1, b=b, concurrency=concurrency,
+                             num_gpus=num_gpus, batch_size=batch_size,
+                             student_options=student_options, index_kind=index_kind)
+    report.seconds["mine"] = time.perf_counter() - start
+    start = time.perf_counter()
+    plans = list(plan_groups(rankings, qrels, sampler, min_rel=min_rel, report=report))
+    texts = fetch_passage_texts(corpus, {p for plan in plans for p in plan["pids"]})
+    report.seconds["texts"] = time.perf_counter() - start
+    start = time.perf_counter()
+    report.outputs = write_candidate_groups(fill_texts(plans, queries, texts, str(corpus)), out,
+                                            num_shards=num_shards, fmt=fmt)
+    report.seconds["write"] = time.perf_counter() - start
+    _write_record(Path(out), report, {
+        "data": str(dataset.root), "split": split, "source": source,
+        "model": model if source != "bm25" else None, "depth": depth,
+        "num_negatives": num_negatives, "sampling": sampling, "window": list(window),
+        "seed": seed, "min_rel": min_rel})
+    log.info("%s", report.summary())
+    return report
+
+
+def _write_record(out: Path, report: MiningReport, params: dict) -> None:
+    from raykd.data.validation import open_for_write
+
+    path = out / "_mining.yaml" if out.is_dir() else out.with_name(out.name + ".mining.yaml")
+    with open_for_write(path) as handle:
+        yaml.safe_dump({"params": params, "report": report.to_dict()}, handle, sort_keys=False)
+
+
+def mine_from_spec(spec, out, *, model: str | None = "minilm", **options) -> MiningReport:
+    """Mine with a `raykd.config.DataSpec` (negatives_from, depth, sampling, window, seed)."""
+    return mine_negatives(spec.dataset_dir(), spec.split, out, source=spec.negatives_from,
+                          model=model, depth=spec.depth, num_negatives=spec.num_negatives,
+                          sampling=spec.sampling, window=tuple(spec.window), seed=spec.seed,
+                          **options)
+
+
+def refresh_negatives(student, spec, out, **options) -> MiningReport:
+    """Re-mine a stage's negatives with the current student (PROD's refresh between stages):
+    dense top-`spec.depth` retrieval by the student at `student` (a saved student folder),
+    sampled with the spec's policy."""
+    options.pop("source", None)
+    return mine_negatives(spec.dataset_dir(), spec.split, out, source="student",
+                          model=str(student), depth=spec.depth,
+                          num_negatives=spec.num_negatives, sampling=spec.sampling,
+                          window=tuple(spec.window), seed=spec.seed, **options)

@@ -1,0 +1,150 @@
+"""Top-k candidate mining: BM25 (bm25s), dense (Ray Data encoding + faiss), and their union.
+
+Rankings are ``{qid: [pid, ...]}``, best first, `depth` long at most. The corpus is streamed:
+BM25 keeps only its sparse index, dense mining keeps only the faiss index (the corpus is encoded
+by a Ray Data actor pool), and passage texts are fetched afterwards for the chosen pids only.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Collection, Iterator, Mapping
+from pathlib import Path
+from typing import Literal
+
+from raykd.data.records import passage_text
+from raykd.errors import ConfigError
+from raykd.negatives.sampling import interleave_rankings
+
+log = logging.getLogger(__name__)
+
+Source = Literal["bm25", "dense", "union", "student"]
+SOURCES = ("bm25", "dense", "union", "student")
+Rankings = dict[str, list[str]]
+
+
+def iter_corpus_rows(corpus_path) -> Iterator[dict]:
+    """``{"pid", "title", "text"}`` rows of a BEIR jsonl, MS MARCO tsv or parquet corpus."""
+    from raykd.data.beir import iter_corpus
+    from raykd.data.msmarco import iter_collection
+    from raykd.data.parquet import iter_corpus_parquet
+    from raykd.data.ray_datasets import file_format
+
+    fmt = file_format(corpus_path)
+    if fmt == "jsonl":
+        return iter_corpus(corpus_path)
+    if fmt == "tsv":
+        return iter_collection(corpus_path)
+    if fmt == "parquet":
+        return iter_corpus_parquet(corpus_path)
+    raise ConfigError("data.corpus", f"{corpus_path}: unknown corpus file type")
+
+
+def bm25_rankings(corpus_path, queries: Mapping[str, str], depth: int, *, k1: float = 1.5,
+                  b: float = 0.75) -> Rankings:
+    """BM25 top-`depth` per query (English stopwords, Snowball stemmer, title + text)."""
+    from raykd.index.bm25 import BM25Index
+
+    index = BM25Index(k1=k1, b=b).index(
+        ((row["pid"], passage_text(row["title"], row["text"]))
+         for row in iter_corpus_rows(corpus_path)), show_progress=False)
+    qids = list(queries)
+    if not qids:
+        return {}
+    _, ids = index.search([queries[q] for q in qids], depth, show_progress=False)
+    return {q: list(row) for q, row in zip(qids, ids, strict=True)}
+
+
+def dense_rankings(corpus_path, queries: Mapping[str, str], model: str, depth: int, *,
+                   concurrency: int = 2, num_gpus: float = 0.0, batch_size: int = 64,
+                   student_options: dict | None = None, index_kind: str = "flat") -> Rankings:
+    """Dense top-`depth` per query: the corpus encoded by a Ray Data actor pool into faiss."""
+    from raykd.data.ray_datasets import corpus_dataset
+    from raykd.index.encode import build_dense_index, encode_corpus
+    from raykd.students import BiEncoder, resolve_model
+
+    model_path = resolve_model(model)
+    query_model = BiEncoder.from_pretrained(model_path, **(student_options or {}))
+    embeddings = encode_corpus(corpus_dataset(corpus_path), model_path, concurrency=concurrency,
+                               num_gpus=num_gpus, batch_size=batch_size,
+                               student_options=student_options)
+    index = build_dense_index(embeddings, query_model.dim, kind=index_kind)
+    qids = list(queries)
+    if not qids:
+        return {}
+    vectors = query_model.encode_queries([queries[q] for q in qids], batch_size=batch_size)
+    _, ids = index.search(vectors, depth)
+    return {q: list(row) for q, row in zip(qids, ids, strict=True)}
+
+
+def union_rankings(*rankings: Rankings, depth: int) -> Rankings:
+    """Per query, the round-robin interleave of the sources' rankings, deduplicated, cut at
+    `depth`."""
+    qids = list(dict.fromkeys(q for r in rankings for q in r))
+    return {q: interleave_rankings([r.get(q, []) for r in rankings], depth) for q in qids}
+
+
+def mine_rankings(source: Source, corpus_path, queries: Mapping[str, str], depth: int, *,
+                  model: str | None = "minilm", timings: dict | None = None,
+                  k1: float = 1.5, b: float = 0.75, **dense_options) -> Rankings:
+    """Rankings from `source`: ``bm25``, ``dense`` (`model`), ``union`` of both (BM25 first at
+    each rank), or ``student`` (dense with the student in `model`)."""
+    if source not in SOURCES:
+        raise ConfigError("data.negatives_from", f"{source!r} is not one of {SOURCES}")
+    if source in ("dense", "union", "student") and not model:
+        raise ConfigError("data.negatives_model", f"source {source!r} needs a model")
+    timings = {} if timings is None else timings
+    out = []
+    if source in ("bm25", "union"):
+        start = time.perf_counter()
+        out.append(bm25_rankings(corpus_path, queries, depth, k1=k1, b=b))
+        timings["bm25"] = time.perf_counter() - start
+    if source in ("dense", "union", "student"):
+        start = time.perf_counter()
+        out.append(dense_rankings(corpus_path, queries, model, depth, **dense_options))
+        timings["dense"] = time.perf_counter() - start
+    return out[0] if len(out) == 1 else union_rankings(*out, depth=depth)
+
+
+def _keep_pids(batch, pids: frozenset):
+    import pyarrow as pa
+
+    mask = [p in pids for p in batch.column("pid").to_pylist()]
+    return batch.filter(pa.array(mask, pa.bool_()))
+
+
+def fetch_passage_texts(corpus_path, pids: Collection[str], *, use_ray: bool | None = None
+                        ) -> dict[str, str]:
+    """``{pid: passage_text(title, text)}`` for the wanted pids only, from a corpus stream.
+
+    With Ray running, read tasks filter the corpus in parallel and only the wanted rows reach
+    the driver; otherwise the corpus file is streamed here. Pids not in the corpus are absent.
+    """
+    wanted = frozenset(str(p) for p in pids)
+    if not wanted:
+        return {}
+    if use_ray is None:
+        import ray
+
+        use_ray = ray.is_initialized()
+    texts: dict[str, str] = {}
+    if use_ray:
+        from raykd.data.ray_datasets import corpus_dataset
+
+        ds = corpus_dataset(corpus_path).map_batches(
+            _keep_pids, fn_kwargs={"pids": wanted}, batch_format="pyarrow", zero_copy_batch=True)
+        for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+            for pid, title, text in zip(*(batch.column(c).to_pylist()
+                                          for c in ("pid", "title", "text")), strict=True):
+                texts[pid] = passage_text(title, text)
+    else:
+        for row in iter_corpus_rows(corpus_path):
+            if row["pid"] in wanted:
+                texts[row["pid"]] = passage_text(row["title"], row["text"])
+    return texts
+
+
+def corpus_path_of(data) -> Path:
+    """The corpus file of a BEIR folder or a `BeirDataset`."""
+    return Path(getattr(data, "corpus_path", data))

@@ -173,6 +173,10 @@ class BiEncoder(nn.Module):
             pooled = F.normalize(pooled, p=2, dim=-1)
         return pooled
 
+    def forward(self, query_inputs: dict, passage_inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """Query and passage embeddings in one call (so DDP and DeepSpeed see one forward)."""
+        return self.embed(query_inputs, "query"), self.embed(passage_inputs, "passage")
+
     def score(self, query_emb: torch.Tensor, passage_emb: torch.Tensor) -> torch.Tensor:
         """All-pairs scores [Q, P]; for per-query lists use `score_lists`."""
         return self.options.scale * query_emb @ passage_emb.T

@@ -1,0 +1,149 @@
+"""Training on Ray Train with 2 CPU workers: DDP and DeepSpeed, failures, resume by name."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+import torch
+
+from raykd.config import Stage
+from raykd.losses import build_loss
+from raykd.students import BiEncoder
+from raykd.train.batching import Scorer, collate_groups
+from raykd.train.loop import WorkerConfig, restore_paths
+from raykd.train.trainer import make_trainer, plan_steps
+
+WORDS = ("cell gene protein cancer vitamin river bank rate tumor immune virus drug "
+         "heart brain lung liver bone blood sugar insulin").split()
+
+
+def toy_groups(n: int = 32, seed: int = 0) -> list[dict]:
+    """Queries whose positive repeats the query words; teacher scores = word overlap."""
+    rng = random.Random(seed)
+    groups = []
+    for i in range(n):
+        query_words = rng.sample(WORDS, 3)
+        pos = " ".join(query_words + rng.sample(WORDS, 3))
+        negs = [" ".join(rng.sample([w for w in WORDS if w not in query_words], 6))
+                for _ in range(3)]
+        texts = [pos, *negs]
+        scores = [float(len(set(query_words) & set(t.split()))) * 2.0 for t in texts]
+        groups.append({"qid": f"q{i}", "query": " ".join(query_words),
+                       "pids": [f"p{i}-{j}" for j in range(4)], "texts": texts,
+                       "labels": [1, 0, 0, 0], "teacher_scores": scores,
+                       "kinds": ["pos", "neg", "neg", "neg"]})
+    return groups
+
+
+STUDENT = {"pooling": "mean", "similarity": "dot", "passage_max_length": 24,
+           "query_max_length": 12}
+
+
+def make_stage(backend: str = "ddp", **train) -> Stage:
+    settings = {"backend": backend, "num_workers": 2, "batch_size": 4, "lr": 3e-3,
+                "epochs": 2, "warmup_ratio": 0.0, "log_every": 1, "max_grad_norm": 1.0}
+    settings.update(train)
+    return Stage.model_validate({"name": "s", "loss": {"name": "kl"}, "train": settings})
+
+
+def dataset_loss(student_path: str, groups: list[dict], loss_name: str = "kl") -> float:
+    """Mean loss of a student over all groups, computed in-process (no Ray)."""
+    model = BiEncoder.from_pretrained(student_path, **STUDENT).eval()
+    loss = build_loss(loss_name)
+    batch = collate_groups({k: [g[k] for g in groups] for k in groups[0]}, 4)
+    with torch.no_grad():
+        q, p = model(model.tokenize(batch.queries, "query"),
+                     model.tokenize(batch.passages, "passage"))
+        scores = Scorer(model, False, 0, 1).scores(q, p, batch)
+        return float(loss(student=scores, teacher=batch.teacher, pos_mask=batch.pos_mask,
+                          valid_mask=batch.valid_mask))
+
+
+class StepLog:
+    """Controller callback that records reported steps (and which carried a checkpoint)."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def callback(self):
+        from ray.train import UserCallback
+
+        path = self.path
+
+        class _Log(UserCallback):
+            def after_report(self, run_context, metrics, checkpoint):
+                with open(path, "a") as f:
+                    f.write(json.dumps({"step": metrics[0]["step"],
+                                        "ckpt": checkpoint is not None}) + "\n")
+        return _Log()
+
+    def entries(self) -> list[dict]:
+        with open(self.path) as f:
+            return [json.loads(line) for line in f]
+
+
+def fit(ray_local, tmp_path, stage, student_dir, groups, name, **worker):
+    steps_per_epoch, total = plan_steps(len(groups), stage)
+    config = WorkerConfig(stage=stage.model_dump(mode="json"), student_path=student_dir,
+                          student_options=STUDENT, list_size=4,
+                          steps_per_epoch=steps_per_epoch, total_steps=total, **worker)
+    log = StepLog(tmp_path / f"{name}.steps.jsonl")
+    trainer = make_trainer(config, ray_local.data.from_items(groups), stage, name,
+                           str(tmp_path / "storage"), [log.callback()])
+    return trainer.fit(), log, total
+
+
+@pytest.mark.parametrize("backend,zero", [("ddp", 0), ("deepspeed", 2)])
+def test_two_workers_finish_and_lower_the_loss(ray_local, tmp_path, tiny_encoder_dir, backend,
+                                               zero):
+    """Guards the training path: both backends run 2 gloo workers and actually learn."""
+    groups = toy_groups()
+    result, log, total = fit(ray_local, tmp_path, make_stage(backend, zero_stage=zero),
+                             tiny_encoder_dir, groups, f"fit-{backend}")
+    assert result.error is None
+    with result.checkpoint.as_directory() as ckpt:
+        state, student = restore_paths(ckpt)
+        assert state["step"] == total and state["stage_done"]
+        if backend == "deepspeed":  # every rank's ZeRO shard is persisted
+            shards = sorted(p.name for p in (student.parent / "deepspeed").glob("zero_pp_rank_*"))
+            assert len(shards) == 2
+        after = dataset_loss(str(student), groups)
+    before = dataset_loss(tiny_encoder_dir, groups)
+    assert after < 0.9 * before, (before, after)
+    assert [e["step"] for e in log.entries()][-1] == total
+
+
+def test_worker_failure_restores_from_checkpoint(ray_local, tmp_path, tiny_encoder_dir):
+    """Guards FailureConfig: a worker that raises at step 5 restarts from step 4's checkpoint."""
+    groups = toy_groups()
+    stage = make_stage(checkpoint_every=2, max_failures=1)
+    result, log, total = fit(ray_local, tmp_path, stage, tiny_encoder_dir, groups, "fail",
+                             fail_at_step=5, fail_marker=str(tmp_path / "failed-once"))
+    assert result.error is None
+    assert (tmp_path / "failed-once").exists()
+    steps = [e["step"] for e in log.entries()]
+    assert steps[-1] == total
+    # Reports up to 4, the failure at 5, then 5.. again after restoring step 4's checkpoint.
+    assert steps.count(5) == 1 and steps.index(6) > steps.index(4)
+    with result.checkpoint.as_directory() as ckpt:
+        assert restore_paths(ckpt)[0]["step"] == total
+
+
+def test_stopped_run_resumes_by_name(ray_local, tmp_path, tiny_encoder_dir):
+    """Guards resume-by-name: a run that died at step 5 continues from its step-4 checkpoint."""
+    groups = toy_groups()
+    stage = make_stage(checkpoint_every=2, max_failures=0)
+    from ray.train import WorkerGroupError
+
+    with pytest.raises(WorkerGroupError, match="injected failure at step 5"):
+        fit(ray_local, tmp_path, stage, tiny_encoder_dir, groups, "resume",
+            fail_at_step=5, fail_marker=str(tmp_path / "died"))
+    first_log = StepLog(tmp_path / "resume.steps.jsonl").entries()
+    assert max(e["step"] for e in first_log) == 4
+    (tmp_path / "resume.steps.jsonl").unlink()
+    second, log2, total = fit(ray_local, tmp_path, stage, tiny_encoder_dir, groups, "resume")
+    assert second.error is None
+    resumed = [e["step"] for e in log2.entries()]
+    assert resumed[0] == 5 and resumed[-1] == total  # not from zero

@@ -100,6 +100,7 @@ class DataSpec(Spec):
     split: str = "train"
     candidates: str | None = None  # a candidate-group file/folder; None mines them
     negatives_from: Literal["bm25", "dense", "union", "student"] = "union"
+    negatives_model: str | None = None  # dense/union mining model; default: the recipe's student
     depth: int = Field(100, ge=1)
     num_negatives: int = Field(7, ge=0)
     sampling: Literal["random", "hardest", "window"] = "random"

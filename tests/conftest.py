@@ -53,3 +53,92 @@ def tiny_encoder_dir(tmp_path_factory, minilm_path) -> str:
     BertModel(config).save_pretrained(out)
     tokenizer.save_pretrained(out)
     return str(out)
+
+
+TOPICS = {
+    "cells": "cell mitosis division chromosome spindle nucleus",
+    "vitamin": "vitamin supplement fracture bone calcium elderly",
+    "rivers": "river water mountain sea flow delta",
+    "banks": "bank interest rate inflation central money",
+    "virus": "virus infection immune vaccine antibody fever",
+    "heart": "heart cardiac artery blood pressure stroke",
+    "brain": "brain neuron memory cortex synapse learning",
+    "insulin": "insulin glucose diabetes sugar pancreas obesity",
+}
+
+
+def write_toy_beir(root, queries_per_topic: int = 4, docs_per_topic: int = 6, seed: int = 0):
+    """A small BEIR-layout dataset: topic words make relevance learnable and BM25-findable."""
+    import json
+    import random
+    from pathlib import Path
+
+    rng = random.Random(seed)
+    root = Path(root)
+    (root / "qrels").mkdir(parents=True, exist_ok=True)
+    corpus, queries, qrels = [], [], {"train": [], "dev": [], "test": []}
+    for topic, vocab in TOPICS.items():
+        words = vocab.split()
+        pids = []
+        for d in range(docs_per_topic):
+            pid = f"{topic}-d{d}"
+            pids.append(pid)
+            body = " ".join(rng.choice(words) for _ in range(12))
+            corpus.append({"_id": pid, "title": f"{topic} {d}", "text": body})
+        for q in range(queries_per_topic):
+            qid = f"{topic}-q{q}"
+            queries.append({"_id": qid, "text": " ".join(rng.sample(words, 3))})
+            split = "test" if q == 0 else "dev" if q == 1 else "train"
+            qrels[split].append((qid, pids[q % docs_per_topic]))
+    with open(root / "corpus.jsonl", "w") as f:
+        f.writelines(json.dumps(row) + "\n" for row in corpus)
+    with open(root / "queries.jsonl", "w") as f:
+        f.writelines(json.dumps(row) + "\n" for row in queries)
+    for split, rows in qrels.items():
+        lines = ["query-id\tcorpus-id\tscore"] + [f"{q}\t{p}\t1" for q, p in rows]
+        (root / "qrels" / f"{split}.tsv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+@pytest.fixture(scope="session")
+def toy_beir_dir(tmp_path_factory) -> str:
+    """8 topics x 4 queries (2 train, 1 dev, 1 test each) over 48 passages."""
+    return str(write_toy_beir(tmp_path_factory.mktemp("toy_beir")))
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """A real `mlflow server` on 127.0.0.1 with a sqlite backend, for the whole session."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+    from pathlib import Path
+
+    root = tmp_path_factory.mktemp("mlflow_server")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mlflow_bin = Path(sys.executable).with_name("mlflow")
+    proc = subprocess.Popen(
+        [str(mlflow_bin), "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+         "--artifacts-destination", str(root / "artifacts"), "--workers", "1"],
+        stdout=open(root / "server.log", "w"), stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            if urllib.request.urlopen(f"{url}/health", timeout=2).status == 200:
+                break
+        except OSError:
+            if proc.poll() is not None:
+                raise RuntimeError((root / "server.log").read_text()[-2000:]) from None
+            time.sleep(1)
+    else:
+        proc.kill()
+        raise RuntimeError("mlflow server did not start in 120 s")
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)

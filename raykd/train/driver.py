@@ -57,11 +57,12 @@ def _key(obj) -> str:
 class RecipeRunner:
     """Run a recipe; `run()` returns the per-stage results and the final test metrics."""
 
-    def __init__(self, recipe: Recipe, *, fail_at_step: int | None = None,
+    def __init__(self, recipe: Recipe, *, fail_at: tuple[int, int] | None = None,
                  fail_marker: str | None = None, echo=print):
+        """`fail_at=(stage_index, step)` injects one worker failure (tests and chaos runs)."""
         self.recipe = recipe
         self.run_dir = Path(recipe.run_dir()).resolve()
-        self.fail_at_step, self.fail_marker = fail_at_step, fail_marker
+        self.fail_at, self.fail_marker = fail_at, fail_marker
         self.echo = echo
         self.cache_dir = Path(recipe.score_cache or self.run_dir.parent / "score_cache").resolve()
         self.tracker: Tracker | None = None
@@ -208,7 +209,7 @@ class RecipeRunner:
         from raykd.negatives.candidates import mine_from_spec
 
         source_model = (student_in if data.negatives_from == "student"
-                        else resolve_model(self.recipe.student.model))
+                        else resolve_model(data.negatives_model or self.recipe.student.model))
         key = _key({"data": data.model_dump(mode="json"), "model": source_model})
         out = self.run_dir.parent / "candidates" / f"{data.split}-{data.negatives_from}-{key}"
         marker = out / "_mining.yaml"
@@ -269,7 +270,8 @@ class RecipeRunner:
             stage=stage.model_dump(mode="json"), student_path=str(student_in),
             student_options=self._stage_student_options(index), list_size=list_size,
             steps_per_epoch=steps_per_epoch, total_steps=total, stage_index=index,
-            fail_at_step=self.fail_at_step, fail_marker=self.fail_marker)
+            fail_at_step=self.fail_at[1] if self.fail_at and self.fail_at[0] == index else None,
+            fail_marker=self.fail_marker)
         callbacks = []
         if run_id is not None:
             callbacks.append(StepMetricsCallback(self.tracker.tracking_uri, run_id))

@@ -1,0 +1,101 @@
+"""The stage driver end to end: mining, teacher scoring, training, evaluation, MLflow, resume."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from raykd.config import recipe_from_dict
+from raykd.train.driver import RecipeRunner
+
+
+def tiny_recipe(name, toy_beir_dir, tiny_encoder_dir, storage, stages=None, **extra):
+    stage = {
+        "name": "mm",
+        "teacher": {"kind": "bm25"},
+        "data": {"dataset": toy_beir_dir, "split": "train", "negatives_from": "bm25",
+                 "depth": 10, "num_negatives": 3},
+        "loss": {"name": "margin_mse"},
+        "train": {"num_workers": 1, "batch_size": 4, "max_steps": 4, "lr": 1e-3,
+                  "log_every": 1, "checkpoint_every": 2},
+        "eval": {"split": "dev", "k": 10},
+    }
+    return recipe_from_dict({
+        "name": name, "storage": str(storage),
+        "student": {"model": tiny_encoder_dir, "pooling": "mean", "similarity": "dot",
+                    "passage_max_length": 24, "query_max_length": 12},
+        "stages": stages or [stage], **extra})
+
+
+def test_recipe_run_lands_in_a_real_mlflow_server(ray_local, mlflow_server, toy_beir_dir,
+                                                  tiny_encoder_dir, tmp_path):
+    """Guards tracking end to end: params, step metrics, eval metrics, lineage and a student
+    that SentenceTransformer loads, all in one MLflow run (with a nested stage run)."""
+    from mlflow.tracking import MlflowClient
+    from sentence_transformers import SentenceTransformer
+
+    from raykd.students import BiEncoder
+
+    recipe = tiny_recipe("e2e", toy_beir_dir, tiny_encoder_dir, tmp_path / "out",
+                         tracking={"tracking_uri": mlflow_server, "experiment": "e2e"})
+    summary = RecipeRunner(recipe).run()
+    assert summary["stages"][0]["steps"] == 4
+    assert set(summary["test"]) == {"nDCG@10", "RR@10", "R@100", "R@1000"}
+
+    client = MlflowClient(mlflow_server)
+    experiment = client.get_experiment_by_name("e2e")
+    runs = client.search_runs([experiment.experiment_id], "tags.`raykd.run` = 'e2e'")
+    parent = next(r for r in runs if r.data.tags["raykd.stage"] == "")
+    child = next(r for r in runs if r.data.tags["raykd.stage"] == "mm")
+    assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+    assert parent.data.params["stages.0.loss.name"] == "margin_mse"
+    assert parent.data.params["student.model"] == tiny_encoder_dir
+    assert "test/nDCG_at_10" in parent.data.metrics
+    assert any(k.startswith("lineage.dataset.") for k in parent.data.tags)
+    assert parent.data.tags["raykd.git_commit"] != ""
+    assert child.data.tags["lineage.teacher_fingerprint"].startswith("bm25-")
+    assert "dev/nDCG_at_10" in child.data.metrics
+    steps = [m.step for m in client.get_metric_history(child.info.run_id, "train/loss")]
+    assert steps == [1, 2, 3, 4]
+
+    local = client.download_artifacts(parent.info.run_id, "student", str(tmp_path / "dl"))
+    texts = ["cell mitosis", "bank interest rate"]
+    st = SentenceTransformer(local, device="cpu").encode(texts)
+    np.testing.assert_allclose(st, BiEncoder.from_pretrained(local).encode_passages(texts),
+                               atol=1e-5)
+    results = json.loads((tmp_path / "out" / "e2e" / "results.json").read_text())
+    assert results["test"] == pytest.approx(summary["test"])
+
+
+def test_driver_resumes_at_the_first_unfinished_stage(ray_local, toy_beir_dir,
+                                                      tiny_encoder_dir, tmp_path):
+    """Guards stage-level resume: after a failure in stage 2, a rerun skips stage 1 and
+    continues stage 2 from its checkpoint; stage 2 starts from stage 1's student."""
+    from ray.train import WorkerGroupError
+
+    base = tiny_recipe("two", toy_beir_dir, tiny_encoder_dir, tmp_path / "out").stages[0]
+    first = base.model_copy(update={"name": "first", "eval": base.eval.model_copy(
+        update={"split": None})})
+    second = base.model_copy(update={"name": "second"})
+    stages = [s.model_dump(mode="json") for s in (first, second)]
+    recipe = tiny_recipe("two", toy_beir_dir, tiny_encoder_dir, tmp_path / "out", stages=stages,
+                         test_split=None)
+    lines: list[str] = []
+    runner = RecipeRunner(recipe, fail_at=(1, 3), fail_marker=str(tmp_path / "died"),
+                          echo=lines.append)
+    with pytest.raises(WorkerGroupError):
+        runner.run()
+    assert runner.first_unfinished() == 1
+    lines.clear()
+    summary = RecipeRunner(recipe, echo=lines.append).run()
+    assert any("already done" in line and "'first'" in line for line in lines)
+    assert [s["name"] for s in summary["stages"]] == ["first", "second"]
+    assert summary["stages"][1]["steps"] == 4
+    rerun = tiny_recipe("two", toy_beir_dir, tiny_encoder_dir, tmp_path / "out",
+                        stages=stages, test_split=None)
+    assert RecipeRunner(rerun).first_unfinished() == 2
+    changed = rerun.model_copy(update={"test_split": "test"})
+    with pytest.raises(Exception, match="test_split"):
+        RecipeRunner(changed).run()

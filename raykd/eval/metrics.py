@@ -38,7 +38,7 @@ def evaluate_run(qrels: Qrels, run: Run, measures: Iterable[str] = DEFAULT_MEASU
     for metric in ir_measures.iter_calc(parsed, qrels, run):
         per_query[str(metric.measure)][metric.query_id] = metric.value
     out = {}
-    for name, measure in zip(names, parsed):
+    for name, measure in zip(names, parsed, strict=False):
         values = per_query[str(measure)]
         out[name] = sum(values.get(q, 0.0) for q in qrels) / max(len(qrels), 1)
     return out
@@ -46,8 +46,8 @@ def evaluate_run(qrels: Qrels, run: Run, measures: Iterable[str] = DEFAULT_MEASU
 
 def run_from_results(qids: list[str], scores, ids: list[list[str]]) -> dict[str, dict[str, float]]:
     """A run dict from aligned search results."""
-    return {q: {pid: float(s) for pid, s in zip(row_ids, row_scores)}
-            for q, row_scores, row_ids in zip(qids, scores, ids)}
+    return {q: {pid: float(s) for pid, s in zip(row_ids, row_scores, strict=False)}
+            for q, row_scores, row_ids in zip(qids, scores, ids, strict=False)}
 
 
 def write_trec_run(path: str | os.PathLike, run: Run, tag: str = "raykd") -> None:

@@ -26,7 +26,7 @@ class PassageEncoder:
         self.batch_size = batch_size
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        texts = [passage_text(str(t), str(x)) for t, x in zip(batch["title"], batch["text"])]
+        texts = [passage_text(str(t), str(x)) for t, x in zip(batch["title"], batch["text"], strict=False)]
         embeddings = self.model.encode_passages(texts, batch_size=self.batch_size)
         return {"pid": np.asarray(batch["pid"]), "embedding": embeddings}
 

@@ -23,7 +23,7 @@ def loss_curve(history: dict[str, list[tuple[int, float]]], path: str | Path,
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, points in history.items():
         if points:
-            steps, values = zip(*points)
+            steps, values = zip(*points, strict=False)
             ax.plot(steps, values, label=name)
     ax.set_xlabel("step")
     ax.set_ylabel("loss")

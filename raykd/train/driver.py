@@ -347,7 +347,7 @@ def _first_difference(a, b, prefix: str = "") -> str | None:
                 return found
         return None
     if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
-        for i, (x, y) in enumerate(zip(a, b)):
+        for i, (x, y) in enumerate(zip(a, b, strict=False)):
             found = _first_difference(x, y, f"{prefix}{i}.")
             if found:
                 return found

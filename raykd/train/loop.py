@@ -18,8 +18,8 @@ import torch
 from raykd.config import Stage
 from raykd.losses import build_loss
 from raykd.students import BiEncoder
-from raykd.train.batching import Scorer, collate_groups, gather_plain
 from raykd.train.backends import make_backend
+from raykd.train.batching import Scorer, collate_groups
 from raykd.train.online_teacher import build_online_teacher
 
 STATE_FILE = "train_state.json"

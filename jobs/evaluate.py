@@ -38,6 +38,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--concurrency", type=int, default=2, help="encoder actors")
     p.add_argument("--num-gpus", type=float, default=0.0, help="GPUs per encoder actor")
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--embedding-cache", default="outputs/embedding_cache",
+                   help="reuse corpus embeddings of the same model ('' to disable)")
     p.add_argument("--out", default=None, help="output folder (default: outputs/evaluate/<name>-<split>)")
     return p.parse_args(argv)
 
@@ -56,6 +58,7 @@ def main(argv=None) -> dict:
             resolve_model(args.model), dataset, args.split, k=args.k,
             concurrency=args.concurrency, num_gpus=args.num_gpus, batch_size=args.batch_size,
             index_kind=args.index, rel=args.rel, name=name,
+            cache_dir=args.embedding_cache or None,
             student_options={"passage_max_length": args.max_length,
                              "query_max_length": args.query_max_length})
     wall = time.perf_counter() - start

@@ -79,12 +79,15 @@ def run_job(description: str, default_recipe: str, argv=None) -> dict:
     summary = RecipeRunner(recipe).run()
     wall = time.perf_counter() - start
     print(f"\n[raykd] {recipe.name}: {len(recipe.stages)} stage(s) in {wall / 60:.1f} min")
+    for split, metrics in summary.get("initial", {}).items():
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+        print(f"  before {split:<5} {shown}")
     for stage in summary["stages"]:
         shown = ", ".join(f"{k} {v:.4f}" for k, v in stage["metrics"].items())
         print(f"  stage {stage['name']:<20} steps {stage['steps']:>5}  {shown}")
     if summary["test"]:
         shown = ", ".join(f"{k} {v:.4f}" for k, v in summary["test"].items())
-        print(f"  test  {shown}")
+        print(f"  after  test  {shown}")
     print(f"  student: {summary['student']}")
     summary["wall_seconds"] = wall
     return summary

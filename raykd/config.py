@@ -184,6 +184,13 @@ class EvalSpec(Spec):
     k: int = Field(1000, ge=1)
     measures: list[str] = Field(default_factory=lambda: ["nDCG@10", "RR@10", "R@100", "R@1000"])
     rel: int = Field(1, ge=1)
+    # Max lengths for evaluation (None: the student's own, as trained).
+    query_max_length: int | None = Field(None, ge=2)
+    passage_max_length: int | None = Field(None, ge=2)
+
+    def student_options(self) -> dict:
+        return {k: getattr(self, k) for k in ("query_max_length", "passage_max_length")
+                if getattr(self, k) is not None}
 
 
 class Stage(Spec):
@@ -219,6 +226,7 @@ class Recipe(Spec):
     teacher_num_gpus: float = Field(0.0, ge=0)
     score_cache: str | None = None  # default: <storage>/score_cache
     test_split: str | None = "test"
+    eval_initial: bool = False  # also evaluate the initial student ("before" metrics)
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
 
     @field_validator("stages")

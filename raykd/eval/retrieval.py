@@ -39,11 +39,11 @@ class RetrievalResult:
 def dense_retrieval(model_path: str, dataset: BeirDataset, split: str = "test", *, k: int = 1000,
                     concurrency: int = 2, num_gpus: float = 0.0, batch_size: int = 64,
                     index_kind: str = "flat", student_options: dict | None = None,
-                    measures=DEFAULT_MEASURES, rel: int = 1, name: str = "dense"
-                    ) -> RetrievalResult:
-    """Encode the corpus on a Ray Data actor pool, index it with faiss, search the split's queries."""
-    from raykd.data.ray_datasets import corpus_dataset
-    from raykd.index.encode import build_dense_index, encode_corpus
+                    measures=DEFAULT_MEASURES, rel: int = 1, name: str = "dense",
+                    cache_dir: str | None = None) -> RetrievalResult:
+    """Encode the corpus on a Ray Data actor pool (or read it from `cache_dir`), index it
+    with faiss, search the split's queries."""
+    from raykd.index.encode import corpus_index
     from raykd.students import BiEncoder
 
     timings = {}
@@ -51,10 +51,9 @@ def dense_retrieval(model_path: str, dataset: BeirDataset, split: str = "test", 
     queries = dataset.queries(split)
     qids = sorted(queries)
     query_model = BiEncoder.from_pretrained(model_path, **(student_options or {}))
-    embeddings = encode_corpus(corpus_dataset(dataset.corpus_path), model_path,
-                               concurrency=concurrency, num_gpus=num_gpus, batch_size=batch_size,
-                               student_options=student_options)
-    index = build_dense_index(embeddings, query_model.dim, kind=index_kind)
+    index = corpus_index(model_path, str(dataset.corpus_path), student_options=student_options,
+                         concurrency=concurrency, num_gpus=num_gpus, batch_size=batch_size,
+                         index_kind=index_kind, cache_dir=cache_dir, dim=query_model.dim)
     timings["encode_index"] = time.perf_counter() - start
     start = time.perf_counter()
     query_vectors = query_model.encode_queries([queries[q] for q in qids], batch_size=batch_size)

@@ -155,7 +155,8 @@ def mine_negatives(data, split: str, out, *, source: Source = "union",
                    min_rel: int = 1, num_shards: int = 1, fmt: str | None = None,
                    concurrency: int = 2, num_gpus: float = 0.0, batch_size: int = 64,
                    student_options: dict | None = None, index_kind: str = "flat",
-                   k1: float = 1.5, b: float = 0.75) -> MiningReport:
+                   k1: float = 1.5, b: float = 0.75,
+                   cache_dir: str | None = None) -> MiningReport:
     """Mine, sample and write the candidate groups of a BEIR split (`data`: a folder or a
     `BeirDataset`). Dense sources need Ray (`raykd.runtime.init_ray()`)."""
     from raykd.data.beir import BeirDataset
@@ -171,7 +172,8 @@ def mine_negatives(data, split: str, out, *, source: Source = "union",
     rankings = mine_rankings(source, corpus, queries, depth, model=model,
                              timings=report.seconds, k1=k1, b=b, concurrency=concurrency,
                              num_gpus=num_gpus, batch_size=batch_size,
-                             student_options=student_options, index_kind=index_kind)
+                             student_options=student_options, index_kind=index_kind,
+                             cache_dir=cache_dir)
     report.seconds["mine"] = time.perf_counter() - start
     start = time.perf_counter()
     plans = list(plan_groups(rankings, qrels, sampler, min_rel=min_rel, report=report))

@@ -58,18 +58,18 @@ def bm25_rankings(corpus_path, queries: Mapping[str, str], depth: int, *, k1: fl
 
 def dense_rankings(corpus_path, queries: Mapping[str, str], model: str, depth: int, *,
                    concurrency: int = 2, num_gpus: float = 0.0, batch_size: int = 64,
-                   student_options: dict | None = None, index_kind: str = "flat") -> Rankings:
-    """Dense top-`depth` per query: the corpus encoded by a Ray Data actor pool into faiss."""
-    from raykd.data.ray_datasets import corpus_dataset
-    from raykd.index.encode import build_dense_index, encode_corpus
+                   student_options: dict | None = None, index_kind: str = "flat",
+                   cache_dir: str | None = None) -> Rankings:
+    """Dense top-`depth` per query: the corpus encoded by a Ray Data actor pool into faiss
+    (embeddings reused from `cache_dir` when the same model encoded the same corpus)."""
+    from raykd.index.encode import corpus_index
     from raykd.students import BiEncoder, resolve_model
 
     model_path = resolve_model(model)
     query_model = BiEncoder.from_pretrained(model_path, **(student_options or {}))
-    embeddings = encode_corpus(corpus_dataset(corpus_path), model_path, concurrency=concurrency,
-                               num_gpus=num_gpus, batch_size=batch_size,
-                               student_options=student_options)
-    index = build_dense_index(embeddings, query_model.dim, kind=index_kind)
+    index = corpus_index(model_path, str(corpus_path), student_options=student_options,
+                         concurrency=concurrency, num_gpus=num_gpus, batch_size=batch_size,
+                         index_kind=index_kind, cache_dir=cache_dir, dim=query_model.dim)
     qids = list(queries)
     if not qids:
         return {}

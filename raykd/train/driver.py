@@ -65,6 +65,7 @@ class RecipeRunner:
         self.fail_at, self.fail_marker = fail_at, fail_marker
         self.echo = echo
         self.cache_dir = Path(recipe.score_cache or self.run_dir.parent / "score_cache").resolve()
+        self.embedding_cache = str((self.run_dir.parent / "embedding_cache").resolve())
         self.tracker: Tracker | None = None
 
     # ---- paths ---------------------------------------------------------------------------
@@ -113,6 +114,7 @@ class RecipeRunner:
                                   for k, v in dataset_hashes(d).items()}})
         self.tracker.log_artifact(self.run_dir / RECIPE_FILE)
         student = resolve_model(recipe.student.model)
+        initial = self.evaluate_initial(student) if recipe.eval_initial else {}
         results: list[StageResult] = []
         start_at = self.first_unfinished()
         if start_at:
@@ -131,11 +133,25 @@ class RecipeRunner:
                 results.append(result)
                 student = result.student
             final = self.finish(student, results)
+            final["initial"] = initial
         except BaseException:
             self.tracker.finish("FAILED")
             raise
         self.tracker.finish()
         return final
+
+    def evaluate_initial(self, student: str) -> dict:
+        """The initial student on the last stage's eval split and the test split."""
+        last = self.recipe.stages[-1]
+        splits = [s for s in dict.fromkeys([last.eval.split, self.recipe.test_split]) if s]
+        out = {}
+        for split in splits:
+            metrics = self.evaluate(student, last, split, self.recipe.student.options()).metrics
+            out[split] = metrics
+            self.tracker.log_metrics(metrics, prefix=f"initial/{split}/")
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+            self.echo(f"[raykd] before training, {split}: {shown}")
+        return out
 
     def finish(self, student: str, results: list[StageResult]) -> dict:
         recipe = self.recipe
@@ -218,7 +234,7 @@ class RecipeRunner:
                       f"-> {out}")
             mine_from_spec(data, out, model=source_model if data.negatives_from != "bm25"
                            else None, student_options=self._student_options(),
-                           fmt="parquet")
+                           fmt="parquet", cache_dir=self.embedding_cache)
         return str(out)
 
     def _student_options(self) -> dict:
@@ -300,14 +316,17 @@ class RecipeRunner:
             return self.recipe.student.options()
         return {}
 
-    def evaluate(self, student: str, stage: Stage, split: str):
+    def evaluate(self, student: str, stage: Stage, split: str, options: dict | None = None):
         from raykd.eval.retrieval import dense_retrieval
 
         dataset = BeirDataset.from_dir(stage.data.dataset_dir())
         result = dense_retrieval(student, dataset, split, k=stage.eval.k,
+                                 student_options={**(options or {}),
+                                                  **stage.eval.student_options()},
                                  measures=stage.eval.measures, rel=stage.eval.rel,
                                  name=Path(student).parent.name,
-                                 concurrency=self.recipe.teacher_concurrency)
+                                 concurrency=self.recipe.teacher_concurrency,
+                                 cache_dir=self.embedding_cache)
         return result
 
     def _log_loss_curve(self, results: list[StageResult]) -> None:

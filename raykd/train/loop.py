@@ -183,9 +183,12 @@ def train_loop_per_worker(raw_config: dict) -> None:
                 with torch.no_grad():
                     rq, rp = reference(_to(q_in, device), _to(p_in, device))
                     ref_scores = ref_scorer.scores(rq, rp, batch, gather_grad=False)
+            extra = {}
+            if getattr(loss_fn, "needs_original_mask", False) and not in_batch:
+                extra["original_mask"] = batch.original_mask.to(device)
             loss = loss_fn(student=scores.float(), teacher=teacher, pos_mask=pos_mask,
                            valid_mask=valid_mask, reference=ref_scores,
-                           progress=state.step / max(cfg.total_steps, 1))
+                           progress=state.step / max(cfg.total_steps, 1), **extra)
             extra_metrics = _loss_metrics(loss_fn)
             boundary = (micro + 1) % spec.grad_accum == 0
             backend.backward_step(loss, boundary)

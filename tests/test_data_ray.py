@@ -200,6 +200,7 @@ def test_groups_dataset_round_trip(ray_local, tmp_path, suffix):
         "labels",
         "teacher_scores",
         "kinds",
+        "provenance",
     ]
     assert [_strip_nulls(g) for g in _rows(ds)] == GROUPS
 

@@ -9,6 +9,10 @@ Candidate group (DESIGN.md section 3), one per query::
     labels:         list[int]         1 for a labelled positive, else 0
     teacher_scores: list[float]       optional; finite; aligned with pids
     kinds:          list[str]         optional; each one of KINDS
+    provenance:     list[str]         optional; one JSON string per candidate: "" for an original
+                                      candidate, a JSON object for a generated one (a dark
+                                      example), e.g. {"sources": [pos_pid, neg_pid], "ratio": 0.3,
+                                      "strategy": "span"}
 
 All lists have the same length, at least 1. No other keys are allowed: a field a writer could
 not store would otherwise be dropped without a word.
@@ -16,6 +20,7 @@ not store would otherwise be dropped without a word.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 
 import pyarrow as pa
@@ -32,7 +37,7 @@ from raykd.data.validation import (
 
 KINDS = ("pos", "neg", "dark_mix", "dark_mask")
 REQUIRED_GROUP_FIELDS = ("qid", "query", "pids", "texts", "labels")
-OPTIONAL_GROUP_FIELDS = ("teacher_scores", "kinds")
+OPTIONAL_GROUP_FIELDS = ("teacher_scores", "kinds", "provenance")
 GROUP_FIELDS = REQUIRED_GROUP_FIELDS + OPTIONAL_GROUP_FIELDS
 
 CANDIDATE_GROUP_SCHEMA = pa.schema(
@@ -44,6 +49,7 @@ CANDIDATE_GROUP_SCHEMA = pa.schema(
         pa.field("labels", pa.list_(pa.int32()), nullable=False),
         pa.field("teacher_scores", pa.list_(pa.float64()), nullable=True),
         pa.field("kinds", pa.list_(pa.string()), nullable=True),
+        pa.field("provenance", pa.list_(pa.string()), nullable=True),
     ]
 )
 
@@ -149,13 +155,39 @@ def normalize_group(group: Mapping, path=None, line: int | None = None) -> dict:
                     BAD_VALUE,
                 )
         out["kinds"] = list(lists["kinds"])
+    if "provenance" in lists:
+        out["provenance"] = [
+            _provenance(p, path, line, f"provenance[{i}]")
+            for i, p in enumerate(lists["provenance"])
+        ]
     return out
+
+
+def _provenance(value, path, line, field: str) -> str:
+    """``""`` or a JSON object, as a string."""
+    if not isinstance(value, str):
+        raise data_error(
+            path, line, field, f"provenance must be a string, got {type(value).__name__}", BAD_VALUE
+        )
+    if value == "":
+        return value
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        parsed = None
+    if not isinstance(parsed, dict):
+        raise data_error(
+            path, line, field, f"provenance must be \"\" or a JSON object, got {value[:80]!r}",
+            BAD_VALUE,
+        )
+    return value
 
 
 def validate_group(group: Mapping, path=None, line: int | None = None) -> None:
     """Check a candidate group against the contract; raise DataError naming path, line, field.
 
     Equal list lengths, at least one candidate, string ids, labels in {0, 1}, finite teacher
-    scores, non-empty query and texts, known kinds, no unknown fields.
+    scores, non-empty query and texts, known kinds, provenance ``""`` or a JSON object, no unknown
+    fields.
     """
     normalize_group(group, path, line)

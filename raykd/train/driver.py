@@ -68,6 +68,18 @@ class RecipeRunner:
         self.embedding_cache = str((self.run_dir.parent / "embedding_cache").resolve())
         self.tracker: Tracker | None = None
 
+    @property
+    def stages(self) -> list[Stage]:
+        """The recipe's stages with repeated ones unrolled into rounds (`name-r1`, `name-r2`...)."""
+        out = []
+        for stage in self.recipe.stages:
+            if stage.repeat == 1:
+                out.append(stage)
+                continue
+            out.extend(stage.model_copy(update={"name": f"{stage.name}-r{r + 1}", "repeat": 1})
+                       for r in range(stage.repeat))
+        return out
+
     # ---- paths ---------------------------------------------------------------------------
 
     def stage_dir(self, index: int, stage: Stage) -> Path:
@@ -79,10 +91,10 @@ class RecipeRunner:
 
     def first_unfinished(self) -> int:
         """Index of the first stage without `done.json` (len(stages) when all are done)."""
-        for i, stage in enumerate(self.recipe.stages):
+        for i, stage in enumerate(self.stages):
             if self.finished(i, stage) is None:
                 return i
-        return len(self.recipe.stages)
+        return len(self.stages)
 
     # ---- the run ---------------------------------------------------------------------------
 
@@ -119,9 +131,9 @@ class RecipeRunner:
         start_at = self.first_unfinished()
         if start_at:
             self.echo(f"[raykd] resuming '{recipe.name}' at stage {start_at + 1}/"
-                      f"{len(recipe.stages)}")
+                      f"{len(self.stages)}")
         try:
-            for i, stage in enumerate(recipe.stages):
+            for i, stage in enumerate(self.stages):
                 done = self.finished(i, stage)
                 if done is not None:
                     self.echo(f"[raykd] stage {i + 1} '{stage.name}' already done "
@@ -174,10 +186,9 @@ class RecipeRunner:
     # ---- one stage -------------------------------------------------------------------------
 
     def run_stage(self, index: int, stage: Stage, student_in: str) -> StageResult:
-        recipe = self.recipe
         out = self.stage_dir(index, stage)
         out.mkdir(parents=True, exist_ok=True)
-        self.echo(f"[raykd] stage {index + 1}/{len(recipe.stages)} '{stage.name}': "
+        self.echo(f"[raykd] stage {index + 1}/{len(self.stages)} '{stage.name}': "
                   f"loss={stage.loss.name} teacher={stage.teacher.kind if stage.teacher else None}")
         seconds: dict[str, float] = {}
         loss = build_loss(stage.loss.name, **stage.loss.params)
@@ -185,6 +196,8 @@ class RecipeRunner:
             self.tracker.log_params(stage.model_dump(mode="json"), run_id)
             t0 = time.perf_counter()
             candidates = self.candidates(stage, student_in)
+            if stage.dark.enabled:
+                candidates = self.dark_examples(stage, student_in, candidates)
             seconds["candidates"] = time.perf_counter() - t0
             t0 = time.perf_counter()
             train_path, fingerprint = self.teacher_scores(stage, loss, candidates, out)
@@ -235,6 +248,65 @@ class RecipeRunner:
             mine_from_spec(data, out, model=source_model if data.negatives_from != "bm25"
                            else None, student_options=self._student_options(),
                            fmt="parquet", cache_dir=self.embedding_cache)
+        if data.query_filter == "confusing":
+            return self.confusing_candidates(stage, student_in, str(out))
+        return str(out)
+
+    def confusing_candidates(self, stage: Stage, student_in: str, candidates: str) -> str:
+        """PROD's data-progressive subset: groups of the queries the teacher gets right (top-1
+        positive) and the student ranks 2nd to 15th."""
+        from raykd.data.groups import write_groups_parquet
+        from raykd.negatives.mining import mine_rankings
+        from raykd.negatives.progressive import confusing_queries
+
+        if stage.teacher is None:
+            raise ConfigError(f"stages.{stage.name}.data.query_filter",
+                              "'confusing' needs the stage's teacher")
+        dataset = BeirDataset.from_dir(stage.data.dataset_dir())
+        queries, qrels = dataset.queries(stage.data.split), dataset.qrels(stage.data.split)
+        student_rankings = mine_rankings(
+            "student", dataset.corpus_path, queries, 15, model=student_in,
+            student_options=self._student_options(), cache_dir=self.embedding_cache)
+        scored_dir = Path(candidates + "-teacher-" + _key(stage.teacher.model_dump(mode="json")))
+        self._score(stage, candidates, scored_dir)
+        groups = {g["qid"]: g for g in _iter_scored(str(scored_dir))}
+        teacher = {q: (g["pids"], g["teacher_scores"]) for q, g in groups.items()}
+        keep = confusing_queries(student_rankings, teacher, qrels)
+        key = _key({"candidates": candidates, "student": student_in, "keep": keep})
+        out = self.run_dir.parent / "candidates" / f"confusing-{key}"
+        target = out / "groups.parquet"
+        if not target.exists():
+            out.mkdir(parents=True, exist_ok=True)
+            rows = ({k: v for k, v in groups[q].items() if k != "teacher_scores"} for q in keep)
+            write_groups_parquet(target, rows)
+        self.echo(f"[raykd] data-progressive: {len(keep)} confusing queries of {len(queries)}")
+        if not keep:
+            raise RuntimeError(f"stage '{stage.name}': no confusing query left to train on")
+        return str(out)
+
+    def dark_examples(self, stage: Stage, student_in: str, candidates: str) -> str:
+        """ADAM dark examples appended to every group by a Ray Data CPU stage; cached by
+        the dark settings, the candidates and the length budget."""
+        from raykd.dark.maker import DarkReport, dark_examples_stage
+        from raykd.data.groups import write_groups_parquet
+        from raykd.data.ray_datasets import groups_dataset
+
+        max_length = self.recipe.student.passage_max_length
+        key = _key({"dark": stage.dark.model_dump(mode="json"), "candidates": candidates,
+                    "max_length": max_length, "tokenizer": str(student_in)})
+        out = self.run_dir.parent / "candidates" / f"dark-{key}"
+        target = out / "groups.parquet"
+        if target.exists():
+            return str(out)
+        report = DarkReport()
+        dataset = dark_examples_stage(groups_dataset(candidates), stage.dark,
+                                      tokenizer_path=str(student_in), max_length=max_length,
+                                      report=report)
+        out.mkdir(parents=True, exist_ok=True)
+        write_groups_parquet(out / "groups.tmp.parquet",
+                             (_plain_group(row) for row in dataset.iter_rows()))
+        (out / "groups.tmp.parquet").rename(target)
+        self.echo(f"[raykd] dark examples: {report.summary()}")
         return str(out)
 
     def _student_options(self) -> dict:
@@ -254,18 +326,9 @@ class RecipeRunner:
             raise ConfigError(f"stages.{stage.name}.teacher",
                               f"loss '{stage.loss.name}' needs a teacher")
         from raykd.teachers.diagnostics import log_diagnostics, teacher_diagnostics
-        from raykd.teachers.factory import build_teacher
-        from raykd.teachers.scoring import score_candidate_groups
 
-        corpus = str(stage.data.dataset_dir())
-        make = functools.partial(build_teacher, stage.teacher, corpus)
         scored = out / "scored"
-        report = score_candidate_groups(candidates, scored, make, num_shards=4,
-                                        concurrency=self.recipe.teacher_concurrency,
-                                        num_gpus=self.recipe.teacher_num_gpus,
-                                        batch_size=stage.teacher.batch_size,
-                                        cache=str(self.cache_dir))
-        self.echo(f"[raykd] teacher {report.fingerprint}: {report.summary()}")
+        report = self._score(stage, candidates, scored)
         temperature = float(stage.loss.params.get("temperature",
                             stage.loss.params.get("teacher_temperature", 1.0)))
         stats = teacher_diagnostics(_iter_scored(scored), temperature=temperature)
@@ -273,6 +336,20 @@ class RecipeRunner:
         self.tracker.log_metrics({k: v for k, v in stats.items()
                                   if isinstance(v, (int, float))}, prefix="teacher/")
         return str(scored), report.fingerprint
+
+    def _score(self, stage: Stage, candidates: str, scored: Path):
+        """Teacher scores for candidate groups: Ray Data actor pool, score cache, resumable."""
+        from raykd.teachers.factory import build_teacher
+        from raykd.teachers.scoring import score_candidate_groups
+
+        make = functools.partial(build_teacher, stage.teacher, str(stage.data.dataset_dir()))
+        report = score_candidate_groups(candidates, scored, make, num_shards=4,
+                                        concurrency=self.recipe.teacher_concurrency,
+                                        num_gpus=self.recipe.teacher_num_gpus,
+                                        batch_size=stage.teacher.batch_size,
+                                        cache=str(self.cache_dir))
+        self.echo(f"[raykd] teacher {report.fingerprint}: {report.summary()}")
+        return report
 
     def train(self, index: int, stage: Stage, student_in: str, train_path: str, out: Path,
               run_id: str | None) -> tuple[str, int]:
@@ -344,6 +421,16 @@ class RecipeRunner:
         path = loss_curve(history, self.run_dir / "loss_curve.png",
                           title=f"{self.recipe.name}: training loss")
         self.tracker.log_artifact(path, "plots")
+
+
+def _plain_group(row: dict) -> dict:
+    """A Ray Data row as a plain candidate group (lists, no null optional fields)."""
+    out = {}
+    for key, value in row.items():
+        if value is None:
+            continue
+        out[key] = value.tolist() if hasattr(value, "tolist") else value
+    return out
 
 
 def _list_lengths(batch: dict) -> dict:

@@ -1,0 +1,19 @@
+"""ADAM: distillation with adaptive dark examples and self-paced instance selection (main job).
+
+    python jobs/adam.py                  # local Ray, bundled SciFact, MiniLM student
+    python jobs/adam.py --quick          # a smoke run in a few minutes
+    ray job submit --working-dir . -- python jobs/adam.py   # on a cluster (RAY_ADDRESS)
+    python jobs/adam.py dark.k=4 dark.rho_mask=0.5 loss.params.rho=0.5 name=adam-k4
+
+Prints the student's metrics before and after training. Recipe: jobs/recipes/adam.yaml.
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from raykd.cli import run_job  # noqa: E402
+
+if __name__ == "__main__":
+    run_job(__doc__, "adam.yaml")

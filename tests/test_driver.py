@@ -99,3 +99,47 @@ def test_driver_resumes_at_the_first_unfinished_stage(ray_local, toy_beir_dir,
     changed = rerun.model_copy(update={"test_split": "test"})
     with pytest.raises(Exception, match="test_split"):
         RecipeRunner(changed).run()
+
+
+def test_adam_then_data_progressive_stage(ray_local, toy_beir_dir, tiny_encoder_dir, tmp_path):
+    """Guards the method wiring: ADAM's dark examples reach the teacher and the loss (kept
+    fraction logged), and a PROD data-progressive stage trains on confusing queries only."""
+    from raykd.data.groups import iter_groups
+    from raykd.negatives.progressive import confusing_queries  # noqa: F401  (rule under test)
+
+    base = tiny_recipe("methods", toy_beir_dir, tiny_encoder_dir, tmp_path / "out").stages[0]
+    adam = base.model_copy(update={
+        "name": "adam",
+        "dark": base.dark.model_copy(update={"enabled": True, "k": 2}),
+        "loss": base.loss.model_copy(update={"name": "adam", "params": {"rho": 0.5}}),
+        "eval": base.eval.model_copy(update={"split": None}),
+    })
+    dpd = base.model_copy(update={
+        "name": "dpd",
+        "data": base.data.model_copy(update={"negatives_from": "student", "sampling": "hardest",
+                                             "query_filter": "confusing"}),
+        "loss": base.loss.model_copy(update={"name": "prod", "params": {"lambda_reg": 1.0}}),
+        "train": base.train.model_copy(update={"batch_size": 1, "max_steps": 2}),
+        "eval": base.eval.model_copy(update={"split": None}),
+    })
+    recipe = tiny_recipe("methods", toy_beir_dir, tiny_encoder_dir, tmp_path / "out",
+                         stages=[s.model_dump(mode="json") for s in (adam, dpd)],
+                         test_split=None, tracking={"enabled": False})
+    lines: list[str] = []
+    try:
+        summary = RecipeRunner(recipe, echo=lines.append).run()
+    except RuntimeError as err:  # a toy student may already rank every positive first
+        assert "no confusing query" in str(err)
+        summary = None
+    scored = tmp_path / "out" / "methods" / "stages" / "00-adam" / "scored"
+    groups = [g for f in sorted(scored.glob("*.parquet")) for g in iter_groups(f)]
+    kinds = [k for g in groups for k in g["kinds"]]
+    assert kinds.count("dark_mix") == kinds.count("dark_mask") == len(groups)
+    for g in groups:
+        dark = [i for i, k in enumerate(g["kinds"]) if k.startswith("dark")]
+        assert all(g["labels"][i] == 0 for i in dark)
+        assert len(g["teacher_scores"]) == len(g["pids"])
+    assert any("dark examples:" in line for line in lines)
+    assert any("data-progressive:" in line for line in lines)
+    if summary is not None:
+        assert [s["name"] for s in summary["stages"]] == ["adam", "dpd"]

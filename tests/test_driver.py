@@ -60,6 +60,8 @@ def test_recipe_run_lands_in_a_real_mlflow_server(ray_local, mlflow_server, toy_
     steps = [m.step for m in client.get_metric_history(child.info.run_id, "train/loss")]
     assert steps == [1, 2, 3, 4]
 
+    plots = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
+    assert plots == {"plots/loss_curve.png", "plots/teacher_vs_student.png"}
     local = client.download_artifacts(parent.info.run_id, "student", str(tmp_path / "dl"))
     texts = ["cell mitosis", "bank interest rate"]
     st = SentenceTransformer(local, device="cpu").encode(texts)

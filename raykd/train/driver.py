@@ -178,6 +178,7 @@ class RecipeRunner:
             test_metrics = self.evaluate(str(final_dir), last, recipe.test_split).metrics
             self.tracker.log_metrics(test_metrics, prefix=f"{recipe.test_split}/")
         self._log_loss_curve(results)
+        self._log_score_scatter(str(final_dir))
         summary = {"recipe": recipe.name, "student": str(final_dir),
                    "stages": [asdict(r) for r in results], "test": test_metrics}
         (self.run_dir / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -406,6 +407,39 @@ class RecipeRunner:
                                  cache_dir=self.embedding_cache)
         return result
 
+    def _log_score_scatter(self, student: str) -> None:
+        """Teacher vs student scores on a dev sample (BM25 candidates of the eval split),
+        for the last stage that has a teacher."""
+        staged = [s for s in self.stages if s.teacher is not None and s.eval.split]
+        if not self.tracker.enabled or not staged:
+            return
+        import numpy as np
+
+        from raykd.negatives.candidates import mine_negatives
+        from raykd.students import BiEncoder
+        from raykd.tracking.plots import score_scatter
+
+        stage = staged[-1]
+        sample = self.run_dir / "dev_sample"
+        if not (sample / "_mining.yaml").exists():
+            mine_negatives(stage.data.dataset_dir(), stage.eval.split, sample, source="bm25",
+                           depth=30, num_negatives=7, seed=stage.data.seed, fmt="parquet")
+        scored = self.run_dir / "dev_sample_scored"
+        self._score(stage, str(sample), scored)
+        groups = _sample_groups(str(scored), SCATTER_QUERIES)
+        model = BiEncoder.from_pretrained(student)
+        teacher, scores, labels = [], [], []
+        for g in groups:
+            q = model.encode_queries([g["query"]])
+            p = model.encode_passages(list(g["texts"]))
+            scores.extend((model.options.scale * q @ p.T)[0].tolist())
+            teacher.extend(g["teacher_scores"])
+            labels.extend(g["labels"])
+        path = score_scatter(np.asarray(teacher), np.asarray(scores), np.asarray(labels),
+                             self.run_dir / "teacher_vs_student.png",
+                             title=f"{stage.eval.split} sample, {len(groups)} queries")
+        self.tracker.log_artifact(path, "plots")
+
     def _log_loss_curve(self, results: list[StageResult]) -> None:
         if not self.tracker.enabled:
             return
@@ -421,6 +455,18 @@ class RecipeRunner:
         path = loss_curve(history, self.run_dir / "loss_curve.png",
                           title=f"{self.recipe.name}: training loss")
         self.tracker.log_artifact(path, "plots")
+
+
+SCATTER_QUERIES = 50
+
+
+def _sample_groups(path: str, limit: int) -> list[dict]:
+    out = []
+    for group in _iter_scored(path):
+        out.append(group)
+        if len(out) >= limit:
+            break
+    return out
 
 
 def _plain_group(row: dict) -> dict:

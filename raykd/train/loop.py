@@ -141,6 +141,10 @@ def train_loop_per_worker(raw_config: dict) -> None:
         }
         if final:
             state.stage_done = True
+        if rank == 0:  # progress for whoever watches the job's log
+            print(f"[raykd] {stage.name} step {state.step}/{cfg.total_steps} "
+                  f"loss {metrics['loss']:.4f} lr {metrics['lr']:.2e} "
+                  f"{metrics['queries_per_s']:.1f} queries/s", flush=True)
         if not checkpoint_now:
             ray.train.report(metrics)
         else:

@@ -66,8 +66,9 @@ def _embedding_key(model_path: str, corpus_path: str, student_options: dict | No
     model = Path(model_path)
     corpus = Path(corpus_path)
     corpus_files = sorted(corpus.rglob("corpus*")) if corpus.is_dir() else [corpus]
+    # A local folder is known by its weights (a copy elsewhere hits the same entry).
     return stable_hash({
-        "model": str(model.resolve()) if model.exists() else str(model_path),
+        "model": None if model.is_dir() else str(model_path),
         "weights": weights_sha256(model) if model.is_dir() else None,
         "options": student_options or {},
         "corpus": [file_sha256(f) for f in corpus_files if f.is_file()],

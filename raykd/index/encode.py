@@ -59,6 +59,11 @@ def build_dense_index(embeddings: ray.data.Dataset, dim: int, kind: IndexKind = 
     return index
 
 
+# Files that change how a folder's weights become embeddings (pooling, normalisation, lengths).
+POOLING_CONFIGS = ("raykd_student.json", "modules.json", "1_Pooling/config.json",
+                   "sentence_bert_config.json")
+
+
 def _embedding_key(model_path: str, corpus_path: str, student_options: dict | None) -> str:
     from raykd.fingerprint import stable_hash, weights_sha256
     from raykd.tracking.lineage import file_sha256
@@ -70,6 +75,8 @@ def _embedding_key(model_path: str, corpus_path: str, student_options: dict | No
     return stable_hash({
         "model": None if model.is_dir() else str(model_path),
         "weights": weights_sha256(model) if model.is_dir() else None,
+        "configs": {name: (model / name).read_text() for name in POOLING_CONFIGS
+                    if (model / name).is_file()},
         "options": student_options or {},
         "corpus": [file_sha256(f) for f in corpus_files if f.is_file()],
     })

@@ -113,3 +113,31 @@ def test_dense_and_bm25_retrieval_end_to_end(ray_local, toy_beir, tiny_encoder_d
     out = bm25.save(tmp_path / "out")
     assert json.loads((out / "metrics.json").read_text())["metrics"]["RR@10"] == pytest.approx(1.0)
     assert read_trec_run(out / "run.trec").keys() == {"q1", "q2"}
+
+
+def test_corpus_embeddings_are_cached_by_weights_not_path(ray_local, toy_beir, tiny_encoder_dir,
+                                                          tmp_path, monkeypatch):
+    """Guards the embedding cache: a copy of the same student reuses the encoded corpus, and a
+    different pooling config does not."""
+    import shutil
+
+    import raykd.index.encode as encode
+    from raykd.students import BiEncoder
+
+    cache = str(tmp_path / "emb")
+    corpus = str(toy_beir / "corpus.jsonl")
+    student = BiEncoder.from_pretrained(tiny_encoder_dir, pooling="mean")
+    first_dir = student.save(tmp_path / "a")
+    first = encode.corpus_index(str(first_dir), corpus, cache_dir=cache, concurrency=1)
+    copy_dir = shutil.copytree(first_dir, tmp_path / "b")
+
+    def no_encoding(*args, **kwargs):
+        raise AssertionError("the corpus was encoded again")
+
+    monkeypatch.setattr(encode, "encode_corpus", no_encoding)
+    again = encode.corpus_index(str(copy_dir), corpus, cache_dir=cache, concurrency=1)
+    query = student.encode_queries(["how do cells divide"])
+    assert again.search(query, 4)[1] == first.search(query, 4)[1]
+    cls_dir = BiEncoder.from_pretrained(str(first_dir), pooling="cls").save(tmp_path / "c")
+    with pytest.raises(AssertionError, match="encoded again"):
+        encode.corpus_index(str(cls_dir), corpus, cache_dir=cache, concurrency=1)

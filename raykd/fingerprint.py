@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import threading
+from functools import lru_cache
 from pathlib import Path
 
 
@@ -45,3 +46,18 @@ def weights_sha256(folder: str | os.PathLike) -> str:
     with _WEIGHTS_LOCK:
         _WEIGHTS_CACHE[key] = value
     return value
+
+
+@lru_cache(maxsize=64)
+def _file_sha256(path: str, size: int, mtime: float) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file's bytes (memoised per path, size and modification time)."""
+    stat = Path(path).stat()
+    return _file_sha256(str(Path(path).resolve()), stat.st_size, stat.st_mtime)

@@ -65,8 +65,7 @@ POOLING_CONFIGS = ("raykd_student.json", "modules.json", "1_Pooling/config.json"
 
 
 def _embedding_key(model_path: str, corpus_path: str, student_options: dict | None) -> str:
-    from raykd.fingerprint import stable_hash, weights_sha256
-    from raykd.tracking.lineage import file_sha256
+    from raykd.fingerprint import file_sha256, stable_hash, weights_sha256
 
     model = Path(model_path)
     corpus = Path(corpus_path)

@@ -35,6 +35,7 @@ import numpy as np
 
 from raykd.data.records import passage_text
 from raykd.errors import ConfigError
+from raykd.fingerprint import file_sha256
 from raykd.negatives.mining import Rankings, bm25_rankings, iter_corpus_rows
 from raykd.negatives.sampling import interleave_rankings
 
@@ -47,14 +48,6 @@ DEFAULT_EMBEDDING_CACHE = "outputs/embedding_cache"
 def text_hash(text: str) -> int:
     """64-bit hash of a passage text (the embedding store's lookup key)."""
     return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little")
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fobj:
-        for chunk in iter(lambda: fobj.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @dataclass

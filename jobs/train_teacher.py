@@ -134,7 +134,6 @@ def main(argv=None):
 
     groups = (out / "candidates" / f"{args.split}-{args.negatives_from}{args.depth}-"
               f"{args.sampling}{args.num_negatives}-seed{args.seed}.parquet")
-    stage_embeddings = None
     if groups.is_file():
         print(f"[train_teacher] reusing training groups {groups}")
     else:
@@ -143,18 +142,15 @@ def main(argv=None):
             num_negatives=args.num_negatives, sampling=args.sampling, seed=args.seed,
             model=args.first_stage_model, embedding_cache=args.embedding_cache,
             concurrency=args.concurrency)
-        stage_embeddings = stage.embeddings
         print(f"[train_teacher] {report.summary()} ({report.seconds['total']:.0f}s)")
     train_input = groups
     if distill_teacher is not None:
-        if stage_embeddings is None and args.negatives_from != "bm25":
-            from raykd.negatives.first_stage import first_stage
+        from raykd.teachers.bi_encoder import encode_teacher_corpus
 
-            stage_embeddings = first_stage(dataset, args.split, depth=1, source="dense",
-                                           model=args.first_stage_model,
-                                           cache_dir=args.embedding_cache).embeddings
+        encode_teacher_corpus(distill_teacher, dataset.corpus_path, args.embedding_cache,
+                              concurrency=args.concurrency)
         scored = score_training_groups(groups, out / "teacher_scores", distill_teacher, dataset,
-                                       embeddings=stage_embeddings, cache=cache,
+                                       embedding_cache=args.embedding_cache, cache=cache,
                                        concurrency=args.concurrency)
         print(f"[train_teacher] distillation teacher {scored.fingerprint}: {scored.summary()}")
         train_input = scored.output_dir

@@ -225,6 +225,10 @@ class Recipe(Spec):
     teacher_concurrency: int = Field(1, ge=1)
     teacher_num_gpus: float = Field(0.0, ge=0)
     score_cache: str | None = None  # default: <storage>/score_cache
+    # Encode the whole corpus once per bi-encoder teacher into the shared embedding store and
+    # score from it (pays off when candidates cover much of the corpus, as on BEIR sets, and
+    # the zero-shot evaluation reads the same vectors); off for MS MARCO-sized corpora.
+    teacher_corpus_store: bool = True
     test_split: str | None = "test"
     eval_initial: bool = False  # also evaluate the initial student ("before" metrics)
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)

@@ -33,6 +33,7 @@ from raykd.data.validation import (
     require_id,
     require_text,
 )
+from raykd.errors import ConfigError
 
 _CORPUS_READERS = {
     "jsonl": beir.corpus_records,
@@ -257,3 +258,19 @@ def check_unique_ids(ds: ray.data.Dataset, column: str = "pid", batch_size: int 
                 )
             seen.add(value)
     return n
+
+
+def iter_corpus_rows(corpus_path) -> Iterator[dict]:
+    """``{"pid", "title", "text"}`` rows of a BEIR jsonl, MS MARCO tsv or parquet corpus."""
+    from raykd.data.beir import iter_corpus
+    from raykd.data.msmarco import iter_collection
+    from raykd.data.parquet import iter_corpus_parquet
+
+    fmt = file_format(corpus_path)
+    if fmt == "jsonl":
+        return iter_corpus(corpus_path)
+    if fmt == "tsv":
+        return iter_collection(corpus_path)
+    if fmt == "parquet":
+        return iter_corpus_parquet(corpus_path)
+    raise ConfigError("data.corpus", f"{corpus_path}: unknown corpus file type")

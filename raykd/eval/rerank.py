@@ -243,7 +243,8 @@ def rerank(dataset: BeirDataset, split: str, spec: TeacherSpec, *, depth: int = 
            groups_per_batch: int = 8, num_shards: int = 4, rel: int = 1,
            echo: Callable[[str], None] = log.info) -> RerankResult:
     """Re-rank a split's candidates with the teacher `spec` and evaluate the run."""
-    from raykd.negatives.first_stage import ReusePassageEmbeddings, first_stage
+    from raykd.negatives.first_stage import first_stage
+    from raykd.teachers.bi_encoder import StoredPassages
     from raykd.teachers.factory import build_teacher
     from raykd.teachers.scoring import remote_fingerprint, score_candidate_groups, scored_pairs
 
@@ -255,7 +256,6 @@ def rerank(dataset: BeirDataset, split: str, spec: TeacherSpec, *, depth: int = 
     queries = dataset.queries(split)
     qrels = dataset.qrels(split)
     qids = list(queries)
-    embeddings = None
     if cascade_run is not None:
         base = top_of_run(cascade_run, qids)
         candidates = {q: base[q][:cascade_k] for q in qids}
@@ -264,7 +264,7 @@ def rerank(dataset: BeirDataset, split: str, spec: TeacherSpec, *, depth: int = 
     else:
         stage = first_stage(dataset, split, depth=depth, source="union",
                             model=first_stage_model, cache_dir=embedding_cache)
-        base, candidates, embeddings = None, stage.union, stage.embeddings
+        base, candidates = None, stage.union
         protocol = (f"union of BM25 top-{depth} and dense ({first_stage_model}) "
                     f"top-{depth}")
         cut = depth
@@ -279,11 +279,8 @@ def rerank(dataset: BeirDataset, split: str, spec: TeacherSpec, *, depth: int = 
     seconds["candidates"] = time.perf_counter() - t0
 
     t1 = time.perf_counter()
-    make_teacher = functools.partial(build_teacher, spec, str(dataset.root))
-    if embeddings is None:
-        embeddings = _stored_embeddings_for(spec, dataset, embedding_cache)
-    if embeddings is not None:
-        make_teacher = ReusePassageEmbeddings(make_teacher, embeddings)
+    make_teacher = StoredPassages(functools.partial(build_teacher, spec, str(dataset.root)),
+                                  embedding_cache, dataset.corpus_path)
     fingerprint = remote_fingerprint(make_teacher)
     scored_dir = work / f"scored-{fingerprint}-{groups_path.stem.split('-', 1)[1]}"
     report = score_candidate_groups(
@@ -312,16 +309,3 @@ def rerank(dataset: BeirDataset, split: str, spec: TeacherSpec, *, depth: int = 
             "pairs_scored": report.pairs_scored, "pairs_cached": report.pairs_cached,
             "teacher_calls": report.teacher_calls}
     return RerankResult(name, split, metrics, run, seconds, info)
-
-
-def _stored_embeddings_for(spec: TeacherSpec, dataset: BeirDataset, cache_dir) -> Path | None:
-    """Stored corpus vectors that the (first) bi-encoder inside `spec` can read, if they exist
-    (its fingerprint, hence the folder name, is computed by loading it here once)."""
-    from raykd.negatives.first_stage import CorpusEmbeddings, embeddings_folder
-    from raykd.teachers.factory import build_teacher
-
-    bi = next((s for s in (spec, *spec.members) if s.kind == "bi_encoder"), None)
-    if bi is None or not Path(cache_dir).is_dir():
-        return None
-    folder = embeddings_folder(cache_dir, build_teacher(bi).fingerprint, dataset.corpus_path)
-    return folder if CorpusEmbeddings.exists(folder) else None

@@ -53,7 +53,7 @@ def dense_retrieval(model_path: str, dataset: BeirDataset, split: str = "test", 
     query_model = BiEncoder.from_pretrained(model_path, **(student_options or {}))
     index = corpus_index(model_path, str(dataset.corpus_path), student_options=student_options,
                          concurrency=concurrency, num_gpus=num_gpus, batch_size=batch_size,
-                         index_kind=index_kind, cache_dir=cache_dir, dim=query_model.dim)
+                         index_kind=index_kind, cache_dir=cache_dir)
     timings["encode_index"] = time.perf_counter() - start
     start = time.perf_counter()
     query_vectors = query_model.encode_queries([queries[q] for q in qids], batch_size=batch_size)

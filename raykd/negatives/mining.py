@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Literal
 
+from raykd.data.ray_datasets import iter_corpus_rows
 from raykd.data.records import passage_text
 from raykd.errors import ConfigError
 from raykd.negatives.sampling import interleave_rankings
@@ -22,23 +23,6 @@ log = logging.getLogger(__name__)
 Source = Literal["bm25", "dense", "union", "student"]
 SOURCES = ("bm25", "dense", "union", "student")
 Rankings = dict[str, list[str]]
-
-
-def iter_corpus_rows(corpus_path) -> Iterator[dict]:
-    """``{"pid", "title", "text"}`` rows of a BEIR jsonl, MS MARCO tsv or parquet corpus."""
-    from raykd.data.beir import iter_corpus
-    from raykd.data.msmarco import iter_collection
-    from raykd.data.parquet import iter_corpus_parquet
-    from raykd.data.ray_datasets import file_format
-
-    fmt = file_format(corpus_path)
-    if fmt == "jsonl":
-        return iter_corpus(corpus_path)
-    if fmt == "tsv":
-        return iter_collection(corpus_path)
-    if fmt == "parquet":
-        return iter_corpus_parquet(corpus_path)
-    raise ConfigError("data.corpus", f"{corpus_path}: unknown corpus file type")
 
 
 def bm25_rankings(corpus_path, queries: Mapping[str, str], depth: int, *, k1: float = 1.5,
@@ -69,7 +53,7 @@ def dense_rankings(corpus_path, queries: Mapping[str, str], model: str, depth: i
     query_model = BiEncoder.from_pretrained(model_path, **(student_options or {}))
     index = corpus_index(model_path, str(corpus_path), student_options=student_options,
                          concurrency=concurrency, num_gpus=num_gpus, batch_size=batch_size,
-                         index_kind=index_kind, cache_dir=cache_dir, dim=query_model.dim)
+                         index_kind=index_kind, cache_dir=cache_dir)
     qids = list(queries)
     if not qids:
         return {}

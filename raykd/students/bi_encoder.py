@@ -109,17 +109,11 @@ class BiEncoder(nn.Module):
     # ---- construction -------------------------------------------------------------------
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, *, trust_remote_code: bool = False,
-                        **overrides) -> BiEncoder:
-        """Load a raykd student folder, a sentence-transformers folder or any HF encoder.
-
-        Options come from (lowest to highest priority) the defaults, the folder's
-        sentence-transformers config, its raykd config, and keyword `overrides`.
-        """
+    def resolve_options(cls, path: str | os.PathLike, **overrides) -> BiEncoderOptions:
+        """The options a load of `path` with `overrides` settles on (no weights are read)."""
         root = Path(path)
         values = asdict(BiEncoderOptions())
-        saved_raykd = (root / RAYKD_CONFIG).exists()
-        if saved_raykd:
+        if (root / RAYKD_CONFIG).exists():
             values.update(json.loads((root / RAYKD_CONFIG).read_text()))
         elif root.exists():
             values.update(_sentence_transformers_defaults(root))
@@ -130,6 +124,19 @@ class BiEncoder(nn.Module):
         values.update({k: v for k, v in overrides.items() if v is not None})
         options = BiEncoderOptions(**values)
         options.validate()
+        return options
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, *, trust_remote_code: bool = False,
+                        **overrides) -> BiEncoder:
+        """Load a raykd student folder, a sentence-transformers folder or any HF encoder.
+
+        Options come from (lowest to highest priority) the defaults, the folder's
+        sentence-transformers config, its raykd config, and keyword `overrides`.
+        """
+        root = Path(path)
+        options = cls.resolve_options(root, **overrides)
+        saved_raykd = (root / RAYKD_CONFIG).exists()
         # A saved student is already truncated; only a fresh load applies `num_layers`.
         layers = None if saved_raykd and "num_layers" not in overrides else options.num_layers
         separate_on_disk = saved_raykd and (root / "query").is_dir()

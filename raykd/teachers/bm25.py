@@ -76,10 +76,11 @@ class BM25Teacher(Teacher):
     def from_corpus_path(cls, path: str | os.PathLike, **kwargs) -> BM25Teacher:
         """A BEIR folder or corpus file (`corpus.jsonl[.gz]`, or parquet with pid/title/text);
         passage text is `passage_text(title, text)`, as everywhere in raykd."""
+        from raykd.data.ray_datasets import iter_corpus_rows
         from raykd.data.records import passage_text
 
         corpus_file = _corpus_file(path)
-        rows = _iter_corpus_rows(corpus_file)
+        rows = iter_corpus_rows(corpus_file)
         pairs = ((row["pid"], passage_text(row["title"], row["text"])) for row in rows)
         stat = corpus_file.stat()
         source = {"source": str(corpus_file), "size": stat.st_size}
@@ -159,13 +160,3 @@ def _corpus_file(path: str | os.PathLike) -> Path:
     if not root.is_file():
         raise ConfigError("teacher.corpus", f"{root} is neither a BEIR folder nor a corpus file")
     return root
-
-
-def _iter_corpus_rows(path: Path) -> Iterator[dict]:
-    if path.suffix == ".parquet":
-        from raykd.data.parquet import iter_corpus_parquet
-
-        return iter_corpus_parquet(path)
-    from raykd.data.beir import iter_corpus
-
-    return iter_corpus(path)

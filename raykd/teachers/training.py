@@ -140,18 +140,18 @@ def mine_training_groups(dataset, split: str, out: str | os.PathLike, *,
 
 
 def score_training_groups(groups_path, out_dir, teacher: TeacherSpec, dataset, *,
-                          embeddings: str | os.PathLike | None = None,
+                          embedding_cache: str | os.PathLike | None = None,
                           cache: str | None = "outputs/score_cache", concurrency: int = 2,
                           num_gpus: float = 0.0, num_shards: int = 4):
     """Teacher scores of the training groups through the Ray Data scoring stage and cache
     (stored passage vectors, when given, spare a bi-encoder teacher its passage passes)."""
-    from raykd.negatives.first_stage import ReusePassageEmbeddings
+    from raykd.teachers.bi_encoder import StoredPassages
     from raykd.teachers.factory import build_teacher
     from raykd.teachers.scoring import remote_fingerprint, score_candidate_groups
 
     make = functools.partial(build_teacher, teacher, str(dataset.root))
-    if embeddings is not None:
-        make = ReusePassageEmbeddings(make, embeddings)
+    if embedding_cache is not None:
+        make = StoredPassages(make, embedding_cache, dataset.corpus_path)
     fingerprint = remote_fingerprint(make)
     return score_candidate_groups(groups_path, Path(out_dir) / f"scored-{fingerprint}", make,
                                   fingerprint, num_shards=num_shards, concurrency=concurrency,

@@ -340,10 +340,18 @@ class RecipeRunner:
 
     def _score(self, stage: Stage, candidates: str, scored: Path):
         """Teacher scores for candidate groups: Ray Data actor pool, score cache, resumable."""
+        from raykd.teachers.bi_encoder import StoredPassages, encode_teacher_corpus
         from raykd.teachers.factory import build_teacher
         from raykd.teachers.scoring import score_candidate_groups
 
-        make = functools.partial(build_teacher, stage.teacher, str(stage.data.dataset_dir()))
+        corpus = BeirDataset.from_dir(stage.data.dataset_dir()).corpus_path
+        if self.recipe.teacher_corpus_store:
+            encode_teacher_corpus(stage.teacher, corpus, self.embedding_cache,
+                                  concurrency=self.recipe.teacher_concurrency,
+                                  num_gpus=self.recipe.teacher_num_gpus)
+        make = StoredPassages(
+            functools.partial(build_teacher, stage.teacher, str(stage.data.dataset_dir())),
+            self.embedding_cache, corpus)
         report = score_candidate_groups(candidates, scored, make, num_shards=4,
                                         concurrency=self.recipe.teacher_concurrency,
                                         num_gpus=self.recipe.teacher_num_gpus,

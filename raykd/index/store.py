@@ -1,0 +1,180 @@
+"""The one on-disk store of corpus embeddings.
+
+    store = corpus_embeddings("minilm", corpus_path, cache_dir="outputs/embedding_cache")
+    store.index()                 # faiss index for retrieval and dense mining
+    store.lookup(texts)           # vectors by passage text, for a bi-encoder teacher
+
+A store is named by what decides its vectors: the encoder's weights (sha256, so a copy of a
+folder hits the same entry), the options that change a passage vector (pooling, normalisation,
+towers, layers, passage length; not the score scale or the query length) and the corpus
+file's sha256. Evaluation, dense mining, first-stage retrieval and the bi-encoder teacher all
+read the same entry, so a corpus is encoded once per encoder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from raykd.data.records import passage_text
+
+log = logging.getLogger(__name__)
+
+STORE_FILES = ("meta.json", "pids.json", "hashes.npy", "vectors.npy")
+
+
+def text_hash(text: str) -> int:
+    """64-bit hash of a passage text (the store's lookup key)."""
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little")
+
+
+def encoder_key(model_path: str | os.PathLike, options) -> str:
+    """Names the passage vectors an encoder makes: its weights and the options that shape them.
+
+    `options`: a resolved `BiEncoderOptions` (what `BiEncoder.from_pretrained` settled on).
+    """
+    from raykd.fingerprint import stable_hash, weights_sha256
+
+    model = Path(model_path)
+    return stable_hash({
+        "weights": weights_sha256(model) if model.is_dir() else str(model_path),
+        "pooling": options.pooling,
+        "normalized": options.similarity == "cosine",
+        "shared": options.shared,
+        "num_layers": options.num_layers,
+        "passage_max_length": options.passage_max_length,
+    })
+
+
+def store_folder(cache_dir: str | os.PathLike, encoder: str,
+                 corpus_path: str | os.PathLike) -> Path:
+    return Path(cache_dir) / f"{encoder}-corpus-{_corpus_sha(corpus_path)[:16]}"
+
+
+def _corpus_sha(corpus_path) -> str:
+    from raykd.fingerprint import file_sha256, stable_hash
+
+    corpus = Path(corpus_path)
+    if corpus.is_file():
+        return file_sha256(corpus)
+    return stable_hash([file_sha256(f) for f in sorted(corpus.rglob("corpus*")) if f.is_file()])
+
+
+@dataclass
+class EmbeddingStore:
+    """Passage vectors of a whole corpus under one encoder (`encoder`: its `encoder_key`)."""
+
+    encoder: str
+    pids: list[str]
+    hashes: np.ndarray  # uint64 text_hash(passage_text) per row
+    vectors: np.ndarray  # float32 [n, dim]
+    _rows: dict[int, int] | None = field(default=None, repr=False)
+
+    @property
+    def dim(self) -> int:
+        return int(self.vectors.shape[1])
+
+    def save(self, folder: str | os.PathLike) -> Path:
+        """Write the store atomically (a temporary folder renamed into place)."""
+        folder = Path(folder)
+        tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
+        tmp.mkdir(parents=True, exist_ok=True)
+        (tmp / "meta.json").write_text(json.dumps({"encoder": self.encoder,
+                                                   "count": len(self.pids), "dim": self.dim}))
+        (tmp / "pids.json").write_text(json.dumps(self.pids))
+        np.save(tmp / "hashes.npy", self.hashes.astype(np.uint64))
+        np.save(tmp / "vectors.npy", self.vectors.astype(np.float32))
+        if folder.exists():  # another process finished first; its vectors are the same
+            for name in STORE_FILES:
+                (tmp / name).unlink()
+            tmp.rmdir()
+            return folder
+        os.replace(tmp, folder)
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike) -> EmbeddingStore:
+        folder = Path(folder)
+        meta = json.loads((folder / "meta.json").read_text())
+        return cls(meta["encoder"], json.loads((folder / "pids.json").read_text()),
+                   np.load(folder / "hashes.npy"), np.load(folder / "vectors.npy"))
+
+    @staticmethod
+    def exists(folder: str | os.PathLike) -> bool:
+        return all((Path(folder) / name).is_file() for name in STORE_FILES)
+
+    def lookup(self, texts: Iterable[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(vectors [n, dim], found [n] bool) for passage texts; rows not found are zeros."""
+        if self._rows is None:
+            self._rows = {int(h): i for i, h in enumerate(self.hashes.tolist())}
+        texts = list(texts)
+        rows = np.array([self._rows.get(text_hash(t), -1) for t in texts], dtype=np.int64)
+        found = rows >= 0
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        out[found] = self.vectors[rows[found]]
+        return out, found
+
+    def index(self, kind: str = "flat", **index_options):
+        """A faiss index (inner product) over the vectors, named by pid."""
+        from raykd.index.faiss_index import DenseIndex
+
+        index = DenseIndex(self.dim, kind=kind, **index_options)
+        for start in range(0, len(self.pids), 8192):
+            index.add(self.pids[start:start + 8192], self.vectors[start:start + 8192])
+        return index
+
+
+def corpus_embeddings(model_path: str | os.PathLike, corpus_path: str | os.PathLike, *,
+                      student_options: dict | None = None,
+                      cache_dir: str | os.PathLike | None = None, concurrency: int = 2,
+                      num_gpus: float = 0.0, batch_size: int = 64
+                      ) -> tuple[EmbeddingStore, Path | None]:
+    """The corpus encoded by a bi-encoder: read from `cache_dir` when it holds this encoder's
+    vectors, else encoded on a Ray Data actor pool (and stored there). Returns the store and
+    its folder (None without a cache)."""
+    from raykd.data.ray_datasets import corpus_dataset, iter_corpus_rows
+    from raykd.index.encode import encode_corpus
+    from raykd.students import BiEncoder
+    from raykd.students.bundled import resolve_model
+
+    model_path = resolve_model(str(model_path))
+    options = BiEncoder.resolve_options(model_path, **(student_options or {}))
+    encoder = encoder_key(model_path, options)
+    folder = store_folder(cache_dir, encoder, corpus_path) if cache_dir else None
+    if folder is not None and EmbeddingStore.exists(folder):
+        log.info("corpus embeddings from %s", folder)
+        return EmbeddingStore.load(folder), folder
+    start = time.perf_counter()
+    encoded = encode_corpus(corpus_dataset(corpus_path), str(model_path),
+                            concurrency=concurrency, num_gpus=num_gpus, batch_size=batch_size,
+                            student_options=student_options)
+    vectors: dict[str, np.ndarray] = {}
+    for batch in encoded.iter_batches(batch_size=4096, batch_format="numpy"):
+        for pid, vec in zip(batch["pid"].tolist(), np.asarray(batch["embedding"]), strict=True):
+            vectors[str(pid)] = vec
+    # The texts stream once more for their hashes only (the driver keeps no passage text).
+    pids, hashes = [], []
+    for row in iter_corpus_rows(corpus_path):
+        pids.append(row["pid"])
+        hashes.append(text_hash(passage_text(row["title"], row["text"])))
+    missing = [p for p in pids if p not in vectors]
+    if missing or len(vectors) != len(pids):
+        raise RuntimeError(f"corpus encoding returned {len(vectors)} vectors for {len(pids)} "
+                           f"passages (missing e.g. {missing[:3]})")
+    dim = next(iter(vectors.values())).shape[0] if vectors else 0
+    store = EmbeddingStore(encoder, pids, np.array(hashes, dtype=np.uint64),
+                           np.stack([vectors[p] for p in pids]).astype(np.float32)
+                           if pids else np.zeros((0, dim), np.float32))
+    if folder is not None:
+        store.save(folder)
+    log.info("encoded %d passages in %.0fs%s", len(pids), time.perf_counter() - start,
+             f" -> {folder}" if folder else "")
+    return store, folder

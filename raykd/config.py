@@ -107,6 +107,7 @@ class DataSpec(Spec):
     window: tuple[int, int] = (0, 100)
     in_batch: bool = False
     query_filter: Literal["all", "confusing"] = "all"
+    max_queries: int | None = Field(None, ge=1)  # a seeded sample of the split's queries
     seed: int = 13
 
     @field_validator("window")

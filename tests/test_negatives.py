@@ -125,6 +125,23 @@ def test_bm25_mining_finds_the_lexical_near_misses(toy_beir, tmp_path):
     assert (tmp_path / "r1.jsonl.mining.yaml").is_file()
 
 
+def test_max_queries_keeps_a_seeded_sample_of_labelled_queries(toy_beir_dir, tmp_path):
+    """Guards the training-budget knob: exactly `max_queries` labelled queries, the same ones
+    for the same seed, and a bad value fails naming the field."""
+    from raykd.errors import ConfigError
+
+    kwargs = dict(source="bm25", depth=5, num_negatives=2, max_queries=5)
+    a = mine_negatives(toy_beir_dir, "train", tmp_path / "a.jsonl", seed=1, **kwargs)
+    mine_negatives(toy_beir_dir, "train", tmp_path / "b.jsonl", seed=1, **kwargs)
+    mine_negatives(toy_beir_dir, "train", tmp_path / "c.jsonl", seed=2, **kwargs)
+    qids = [[g["qid"] for g in iter_groups(tmp_path / f"{n}.jsonl")] for n in "abc"]
+    assert a.groups == 5 and len(set(qids[0])) == 5
+    assert qids[0] == qids[1] and set(qids[0]) != set(qids[2])
+    with pytest.raises(ConfigError, match="data.max_queries"):
+        mine_negatives(toy_beir_dir, "train", tmp_path / "d.jsonl", source="bm25",
+                       max_queries=0)
+
+
 def test_union_mining_with_a_tiny_encoder_end_to_end(ray_local, toy_beir, tmp_path,
                                                      tiny_encoder_dir):
     """Guards dense mining end to end (Ray Data encoding -> faiss), its union with BM25, the

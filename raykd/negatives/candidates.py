@@ -11,6 +11,7 @@ record of the parameters and counts.
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
@@ -155,10 +156,11 @@ def mine_negatives(data, split: str, out, *, source: Source = "union",
                    min_rel: int = 1, num_shards: int = 1, fmt: str | None = None,
                    concurrency: int = 2, num_gpus: float = 0.0, batch_size: int = 64,
                    student_options: dict | None = None, index_kind: str = "flat",
-                   k1: float = 1.5, b: float = 0.75,
+                   k1: float = 1.5, b: float = 0.75, max_queries: int | None = None,
                    cache_dir: str | None = None) -> MiningReport:
     """Mine, sample and write the candidate groups of a BEIR split (`data`: a folder or a
-    `BeirDataset`). Dense sources need Ray (`raykd.runtime.init_ray()`)."""
+    `BeirDataset`). Dense sources need Ray (`raykd.runtime.init_ray()`). `max_queries` keeps a
+    seeded sample of the split's labelled queries (a smaller training budget)."""
     from raykd.data.beir import BeirDataset
 
     dataset = data if isinstance(data, BeirDataset) else BeirDataset.from_dir(data)
@@ -168,6 +170,8 @@ def mine_negatives(data, split: str, out, *, source: Source = "union",
     start = time.perf_counter()
     queries = dataset.queries(split)
     qrels = dataset.qrels(split)
+    if max_queries is not None:
+        queries = sample_queries(queries, qrels, max_queries, seed)
     corpus = corpus_path_of(dataset)
     rankings = mine_rankings(source, corpus, queries, depth, model=model,
                              timings=report.seconds, k1=k1, b=b, concurrency=concurrency,
@@ -187,9 +191,21 @@ def mine_negatives(data, split: str, out, *, source: Source = "union",
         "data": str(dataset.root), "split": split, "source": source,
         "model": model if source != "bm25" else None, "depth": depth,
         "num_negatives": num_negatives, "sampling": sampling, "window": list(window),
-        "seed": seed, "min_rel": min_rel})
+        "seed": seed, "min_rel": min_rel, "max_queries": max_queries})
     log.info("%s", report.summary())
     return report
+
+
+def sample_queries(queries: dict[str, str], qrels: dict, limit: int, seed: int
+                   ) -> dict[str, str]:
+    """A seeded sample of `limit` labelled queries (all of them when there are fewer)."""
+    if limit < 1:
+        raise ConfigError("data.max_queries", f"must be >= 1, got {limit}")
+    labelled = sorted(q for q in queries if qrels.get(q))
+    if len(labelled) <= limit:
+        return {q: queries[q] for q in labelled}
+    chosen = sorted(random.Random(seed).sample(labelled, limit))
+    return {q: queries[q] for q in chosen}
 
 
 def _write_record(out: Path, report: MiningReport, params: dict) -> None:
@@ -205,7 +221,7 @@ def mine_from_spec(spec, out, *, model: str | None = "minilm", **options) -> Min
     return mine_negatives(spec.dataset_dir(), spec.split, out, source=spec.negatives_from,
                           model=model, depth=spec.depth, num_negatives=spec.num_negatives,
                           sampling=spec.sampling, window=tuple(spec.window), seed=spec.seed,
-                          **options)
+                          max_queries=spec.max_queries, **options)
 
 
 def refresh_negatives(student, spec, out, **options) -> MiningReport:

@@ -247,7 +247,7 @@ class RecipeRunner:
             self.echo(f"[raykd] mining {data.negatives_from} negatives for {data.split} "
                       f"-> {out}")
             mine_from_spec(data, out, model=source_model if data.negatives_from != "bm25"
-                           else None, student_options=self._student_options(),
+                           else None, student_options=self._retrieval_options(stage),
                            fmt="parquet", cache_dir=self.embedding_cache)
         if data.query_filter == "confusing":
             return self.confusing_candidates(stage, student_in, str(out))
@@ -267,7 +267,7 @@ class RecipeRunner:
         queries, qrels = dataset.queries(stage.data.split), dataset.qrels(stage.data.split)
         student_rankings = mine_rankings(
             "student", dataset.corpus_path, queries, 15, model=student_in,
-            student_options=self._student_options(), cache_dir=self.embedding_cache)
+            student_options=self._retrieval_options(stage), cache_dir=self.embedding_cache)
         scored_dir = Path(candidates + "-teacher-" + _key(stage.teacher.model_dump(mode="json")))
         self._score(stage, candidates, scored_dir)
         groups = {g["qid"]: g for g in _iter_scored(str(scored_dir))}
@@ -310,11 +310,14 @@ class RecipeRunner:
         self.echo(f"[raykd] dark examples: {report.summary()}")
         return str(out)
 
-    def _student_options(self) -> dict:
+    def _retrieval_options(self, stage: Stage) -> dict:
+        """Student options for retrieving with a student (mining, the confusing-query rule):
+        the evaluation's lengths, so that mining, evaluation and a bi-encoder teacher over the
+        same model read one stored corpus encoding."""
         opts = self.recipe.student.options()
         opts.pop("shared", None)
         opts.pop("num_layers", None)
-        return opts
+        return {**opts, **stage.eval.student_options()}
 
     def teacher_scores(self, stage: Stage, loss, candidates: str, out: Path
                        ) -> tuple[str, str | None]:
@@ -431,7 +434,8 @@ class RecipeRunner:
         sample = self.run_dir / "dev_sample"
         if not (sample / "_mining.yaml").exists():
             mine_negatives(stage.data.dataset_dir(), stage.eval.split, sample, source="bm25",
-                           depth=30, num_negatives=7, seed=stage.data.seed, fmt="parquet")
+                           depth=30, num_negatives=7, seed=stage.data.seed, fmt="parquet",
+                           max_queries=SCATTER_QUERIES)
         scored = self.run_dir / "dev_sample_scored"
         self._score(stage, str(sample), scored)
         groups = _sample_groups(str(scored), SCATTER_QUERIES)

@@ -68,3 +68,15 @@ def test_dump_and_reload_round_trip(tmp_path):
     recipe = load_recipe(RECIPES[0], ["train.lr=1e-4"])
     dump_recipe(recipe, tmp_path / "resolved.yaml")
     assert load_recipe(tmp_path / "resolved.yaml") == recipe
+
+
+def test_repeat_zero_leaves_a_stage_out():
+    """Guards the ablation switch: `stages.N.repeat=0` drops that stage from the run, and a
+    recipe with nothing left to run is refused."""
+    from raykd.train.driver import RecipeRunner
+
+    recipe = load_recipe(Path("jobs/recipes/prod.yaml"), ["stages.2.repeat=0"])
+    assert [s.name for s in RecipeRunner(recipe).stages] == ["tpd-dense", "tpd-ensemble"]
+    with pytest.raises(ConfigError, match="nothing to run"):
+        load_recipe(Path("jobs/recipes/prod.yaml"),
+                    [f"stages.{i}.repeat=0" for i in range(3)])

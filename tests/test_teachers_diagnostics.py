@@ -97,3 +97,26 @@ def test_bad_inputs_fail_loudly_and_summary_is_logged(caplog):
     with caplog.at_level(logging.INFO, logger="test.teacher.diagnostics"):
         text = log_diagnostics(stats, logger)
     assert "[ok]" in text and text in caplog.text
+
+
+def test_scale_check_compares_student_and_teacher_margins(tiny_encoder_dir):
+    """Guards the scale diagnostic: margins are the student's own scaled scores against the
+    teacher's, and scaling the teacher by 2 halves the ratio."""
+    import numpy as np
+
+    from raykd.students import BiEncoder
+    from raykd.teachers.diagnostics import scale_check
+
+    student = BiEncoder.from_pretrained(tiny_encoder_dir, similarity="cosine", scale=20.0)
+    texts = ["cells divide by mitosis", "rivers flow to the sea", "banks raise rates"]
+    groups = [{"query": "how do cells divide", "texts": texts, "labels": [1, 0, 0],
+               "kinds": ["pos", "neg", "neg"], "teacher_scores": [2.0, 0.0, -1.0]}]
+    check = scale_check(student, groups)
+    s = 20.0 * (student.encode_queries(["how do cells divide"]) @
+                student.encode_passages(texts).T)[0]
+    assert check["groups"] == 1
+    assert check["student_margin"] == pytest.approx(s[0] - s[1:].mean(), rel=1e-5)
+    assert check["teacher_margin"] == pytest.approx(2.5)
+    doubled = [{**groups[0], "teacher_scores": list(2 * np.asarray(groups[0]["teacher_scores"]))}]
+    assert scale_check(student, doubled)["ratio"] == pytest.approx(check["ratio"] / 2)
+    assert scale_check(student, [{**groups[0], "labels": [0, 0, 0]}]) == {"groups": 0}

@@ -155,3 +155,34 @@ def log_diagnostics(stats: Mapping, logger: logging.Logger | None = None) -> str
     )
     (logger or _log).info(text)
     return text
+
+
+def scale_check(student, groups: Iterable[Mapping], limit: int = 64) -> dict:
+    """The student's own positive-minus-mean-negative margin next to the teacher's on the
+    same scored groups (the first `limit` with both). Margin-MSE pulls the student's margins
+    to the teacher's, and a KL at one temperature for both compares their sharpness, so a
+    ratio far from 1 means the teacher's scale (ensemble weights, temperature) wants tuning.
+
+    `student`: a `raykd.students.BiEncoder`."""
+    student_margins, teacher_margins = [], []
+    for group in groups:
+        labels = np.asarray(group["labels"])
+        kinds = group.get("kinds")
+        negative = (np.array([k == "neg" for k in kinds]) if kinds is not None
+                    else labels == 0)
+        positive = labels > 0
+        if not positive.any() or not negative.any():
+            continue
+        q = student.encode_queries([group["query"]])
+        p = student.encode_passages(list(group["texts"]))
+        s = student.options.scale * (q @ p.T)[0]
+        t = np.asarray(group["teacher_scores"], dtype=np.float64)
+        student_margins.append(float(s[positive].mean() - s[negative].mean()))
+        teacher_margins.append(float(t[positive].mean() - t[negative].mean()))
+        if len(student_margins) >= limit:
+            break
+    if not student_margins:
+        return {"groups": 0}
+    s_m, t_m = float(np.mean(student_margins)), float(np.mean(teacher_margins))
+    return {"groups": len(student_margins), "student_margin": s_m, "teacher_margin": t_m,
+            "ratio": s_m / t_m if t_m else math.inf}

@@ -201,7 +201,8 @@ class RecipeRunner:
                 candidates = self.dark_examples(stage, student_in, candidates)
             seconds["candidates"] = time.perf_counter() - t0
             t0 = time.perf_counter()
-            train_path, fingerprint = self.teacher_scores(stage, loss, candidates, out)
+            train_path, fingerprint = self.teacher_scores(index, stage, loss, candidates, out,
+                                                          student_in)
             seconds["teacher"] = time.perf_counter() - t0
             self.tracker.set_tags({"lineage.candidates": candidates,
                                    "lineage.teacher_fingerprint": fingerprint or "none",
@@ -319,8 +320,8 @@ class RecipeRunner:
         opts.pop("num_layers", None)
         return {**opts, **stage.eval.student_options()}
 
-    def teacher_scores(self, stage: Stage, loss, candidates: str, out: Path
-                       ) -> tuple[str, str | None]:
+    def teacher_scores(self, index: int, stage: Stage, loss, candidates: str, out: Path,
+                       student_in: str) -> tuple[str, str | None]:
         """Score the candidates with the stage's teacher (cached) when the loss needs lists
         of teacher scores; in-batch losses score online and contrastive ones need none."""
         needs = getattr(loss, "needs_teacher", False) and not getattr(loss, "in_batch", False)
@@ -339,7 +340,24 @@ class RecipeRunner:
         self.echo("[raykd] " + log_diagnostics(stats))
         self.tracker.log_metrics({k: v for k, v in stats.items()
                                   if isinstance(v, (int, float))}, prefix="teacher/")
+        self._scale_check(index, student_in, scored)
         return str(scored), report.fingerprint
+
+    def _scale_check(self, index: int, student_in: str, scored: Path) -> None:
+        """The student's margins next to the teacher's on a sample of the scored groups."""
+        from raykd.students import BiEncoder
+        from raykd.teachers.diagnostics import scale_check
+
+        student = BiEncoder.from_pretrained(student_in, **self._stage_student_options(index))
+        check = scale_check(student, _iter_scored(str(scored)))
+        if not check["groups"]:
+            return
+        self.echo(f"[raykd] scale: student margin {check['student_margin']:.3f}, teacher "
+                  f"margin {check['teacher_margin']:.3f} (ratio {check['ratio']:.2f}) on "
+                  f"{check['groups']} groups; far from 1, tune the teacher's weights or "
+                  f"temperature on dev")
+        self.tracker.log_metrics({k: v for k, v in check.items() if k != "groups"},
+                                 prefix="teacher/scale_")
 
     def _score(self, stage: Stage, candidates: str, scored: Path):
         """Teacher scores for candidate groups: Ray Data actor pool, score cache, resumable."""

@@ -204,7 +204,7 @@ class Stage(Spec):
     loss: LossSpec = Field(default_factory=LossSpec)
     train: TrainSpec = Field(default_factory=TrainSpec)
     eval: EvalSpec = Field(default_factory=EvalSpec)
-    repeat: int = Field(1, ge=1)
+    repeat: int = Field(1, ge=0)  # rounds of this stage; 0 leaves it out (an ablation)
 
 
 class TrackingSpec(Spec):
@@ -239,6 +239,8 @@ class Recipe(Spec):
     def _non_empty(cls, stages):
         if not stages:
             raise ValueError("a recipe needs at least one stage")
+        if not any(s.repeat for s in stages):
+            raise ValueError("every stage has repeat=0: nothing to run")
         names = [s.name for s in stages]
         if len(set(names)) != len(names):
             raise ValueError(f"stage names must be unique, got {names}")

@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from raykd.errors import ConfigError
 
@@ -24,28 +32,92 @@ class Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+STUDENT_ONLY = {
+    # fields that only one student kind understands, and the kind
+    "pooling": "bi_encoder", "scale": "bi_encoder", "shared": "bi_encoder",
+    "projection_dim": "late_interaction", "query_augmentation": "late_interaction",
+    "mask_punctuation": "late_interaction",
+}
+
+
 class StudentSpec(Spec):
-    """The bi-encoder student (see `raykd.students.BiEncoder`)."""
+    """The student: a bi-encoder (`raykd.students.BiEncoder`) or a late-interaction model
+    (`raykd.students.late_interaction.LateInteractionEncoder`, similarity cosine or l2)."""
 
     model: str = "minilm"
+    kind: Literal["bi_encoder", "late_interaction"] = "bi_encoder"
     pooling: Literal["mean", "cls"] | None = None
-    similarity: Literal["dot", "cosine"] | None = None
+    similarity: Literal["dot", "cosine", "l2"] | None = None
     scale: float = Field(1.0, gt=0)
     shared: bool = True
     num_layers: int | None = Field(None, ge=1)
     query_max_length: int = Field(64, ge=2)
     passage_max_length: int = Field(256, ge=2)
+    # late interaction only
+    projection_dim: int | None = Field(None, ge=1)
+    query_augmentation: bool = False
+    mask_punctuation: bool = False
     trust_remote_code: bool = False
 
+    @field_validator("pooling", "scale", "shared", "projection_dim", "query_augmentation",
+                     "mask_punctuation")
+    @classmethod
+    def _kind_only(cls, value, info: ValidationInfo):
+        kind = info.data.get("kind", "bi_encoder")
+        owner = STUDENT_ONLY[info.field_name]
+        defaults = {"scale": 1.0, "shared": True, "query_augmentation": False,
+                    "mask_punctuation": False}
+        if kind != owner and value is not None and value != defaults.get(info.field_name):
+            raise ValueError(f"only a {owner} student has `{info.field_name}` "
+                             f"(this student is {kind})")
+        return value
+
+    @field_validator("similarity")
+    @classmethod
+    def _similarity_of_kind(cls, value, info: ValidationInfo):
+        allowed = {"bi_encoder": ("dot", "cosine"), "late_interaction": ("cosine", "l2")}
+        kind = info.data.get("kind", "bi_encoder")
+        if value is not None and value not in allowed[kind]:
+            raise ValueError(f"a {kind} student's similarity is one of {allowed[kind]}, "
+                             f"got {value!r}")
+        return value
+
     def options(self) -> dict:
-        """Keyword overrides for `BiEncoder.from_pretrained` (unset fields keep the model's own)."""
+        """Keyword overrides for the student's `from_pretrained` (unset fields keep the
+        model's own)."""
+        if self.kind == "late_interaction":
+            keys = ("similarity", "projection_dim", "num_layers", "query_max_length",
+                    "passage_max_length")
+            flags = {k: getattr(self, k) for k in ("query_augmentation", "mask_punctuation")
+                     if k in self.model_fields_set}
+            return {**{k: getattr(self, k) for k in keys if getattr(self, k) is not None},
+                    **flags}
         keys = ("pooling", "similarity", "scale", "shared", "num_layers", "query_max_length",
                 "passage_max_length")
         return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
 
 
 TeacherKind = Literal["cross_encoder", "bi_encoder", "late_interaction", "bm25", "ensemble",
-                      "precomputed"]
+                      "precomputed", "collective"]
+
+
+class PRFSpec(Spec):
+    """CollectiveKD's ColBERT-PRF query expansion (METHODS.md 4(b)); `collective` teachers."""
+
+    docs: int = Field(3, ge=1)  # feedback passages (fb_docs)
+    clusters: int = Field(24, ge=1)  # k-means centroids (fb_clusters)
+    expansions: int = Field(10, ge=1)  # centroids kept (fb_k)
+    beta: float = Field(1.0, gt=0)
+    neighbours: int = Field(10, ge=1)  # nearest index tokens that name a centroid's token
+    iterations: int = Field(20, ge=1)  # k-means iterations at most
+
+    @field_validator("expansions")
+    @classmethod
+    def _at_most_clusters(cls, value, info: ValidationInfo):
+        clusters = info.data.get("clusters")
+        if clusters is not None and value > clusters:
+            raise ValueError(f"{value} expansions cannot come from {clusters} clusters")
+        return value
 
 
 class TeacherSpec(Spec):
@@ -58,13 +130,15 @@ class TeacherSpec(Spec):
     batch_size: int = Field(32, ge=1)
     # cross_encoder: which logit column is the relevance score
     label_index: int = Field(0, ge=0)
-    # bi_encoder / late_interaction ('l2' is late interaction only)
+    # bi_encoder / late_interaction / collective ('l2' is late interaction only)
     pooling: Literal["mean", "cls"] | None = None
     similarity: Literal["dot", "cosine", "l2"] | None = None
     scale: float = Field(1.0, gt=0)
     projection_dim: int | None = Field(None, ge=1)
     query_augmentation: bool = False
     mask_punctuation: bool = False
+    # collective: a late-interaction model whose queries are expanded by PRF
+    prf: PRFSpec = Field(default_factory=PRFSpec)
     # bm25
     k1: float = Field(1.5, gt=0)
     b: float = Field(0.75, ge=0, le=1)
@@ -88,9 +162,18 @@ class TeacherSpec(Spec):
                                  f"{len(self.members)} members")
         if self.kind == "precomputed" and not self.path:
             raise ValueError("a precomputed teacher needs `path`")
-        if self.kind in ("cross_encoder", "bi_encoder", "late_interaction") and not self.model:
+        if (self.kind in ("cross_encoder", "bi_encoder", "late_interaction", "collective")
+                and not self.model):
             raise ValueError(f"a {self.kind} teacher needs `model`")
         return self
+
+    @field_validator("similarity")
+    @classmethod
+    def _similarity_of_kind(cls, value, info: ValidationInfo):
+        if info.data.get("kind") in ("late_interaction", "collective") and value == "dot":
+            raise ValueError("late interaction compares normalised token vectors: use 'cosine' "
+                             "or 'l2'")
+        return value
 
 
 class DataSpec(Spec):
@@ -99,7 +182,8 @@ class DataSpec(Spec):
     dataset: str = "scifact"
     split: str = "train"
     candidates: str | None = None  # a candidate-group file/folder; None mines them
-    negatives_from: Literal["bm25", "dense", "union", "student"] = "union"
+    # 'teacher': the stage's collective (late-interaction) teacher ranks the corpus
+    negatives_from: Literal["bm25", "dense", "union", "student", "teacher"] = "union"
     negatives_model: str | None = None  # dense/union mining model; default: the recipe's student
     depth: int = Field(100, ge=1)
     num_negatives: int = Field(7, ge=0)
@@ -223,7 +307,7 @@ class Recipe(Spec):
     student: StudentSpec = Field(default_factory=StudentSpec)
     stages: list[Stage]
     storage: str = "outputs"
-    teacher_concurrency: int = Field(1, ge=1)
+    teacher_concurrency: int = Field(2, ge=1)  # actors scoring with the teacher / encoding
     teacher_num_gpus: float = Field(0.0, ge=0)
     score_cache: str | None = None  # default: <storage>/score_cache
     # Encode the whole corpus once per bi-encoder teacher into the shared embedding store and

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 
@@ -36,8 +37,15 @@ def init_ray(num_cpus: int | None = None):
     env_vars = {k: os.environ[k] for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE",
                                            "TOKENIZERS_PARALLELISM")}
     if os.environ.get("RAY_ADDRESS"):
-        ray.init(runtime_env={"env_vars": env_vars}, log_to_driver=True)
+        # Under `ray job submit`, Ray refuses a ray.init env var that the job's runtime_env
+        # also sets: pass only the others (the job's values are in os.environ already).
+        job = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR") or "{}")
+        taken = (job.get("runtime_env") or {}).get("env_vars") or {}
+        env_vars = {k: v for k, v in env_vars.items() if k not in taken}
+        ray.init(runtime_env={"env_vars": env_vars} if env_vars else None, log_to_driver=True)
     else:
-        ray.init(num_cpus=num_cpus or local_cpus(), include_dashboard=False,
+        # address="local": never attach by accident to a cluster that `ray start` left on
+        # this machine; connecting is what RAY_ADDRESS is for.
+        ray.init(address="local", num_cpus=num_cpus or local_cpus(), include_dashboard=False,
                  runtime_env={"env_vars": env_vars})
     return ray

@@ -10,6 +10,18 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Property-test budgets (tests without their own max_examples): `ci`, the default, is small and
+# derandomised; `full` (RAYKD_FUZZ_EXAMPLES=N, default 2000, or --hypothesis-profile=full) is
+# the real fuzzing budget with fresh random inputs.
+_SLOW_OK = [HealthCheck.too_slow, HealthCheck.data_too_large]
+settings.register_profile("ci", max_examples=50, deadline=10_000, derandomize=True,
+                          database=None, suppress_health_check=_SLOW_OK)
+settings.register_profile("full", max_examples=int(os.environ.get("RAYKD_FUZZ_EXAMPLES") or 2000),
+                          deadline=10_000, database=None, print_blob=True,
+                          suppress_health_check=_SLOW_OK)
+settings.load_profile("full" if os.environ.get("RAYKD_FUZZ_EXAMPLES") else "ci")
 
 
 @pytest.fixture(scope="session")
@@ -18,7 +30,7 @@ def ray_local():
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     yield ray

@@ -121,13 +121,14 @@ class LateInteractionEncoder(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, *, trust_remote_code: bool = False,
-                        **overrides) -> LateInteractionEncoder:
+                        num_layers: int | None = None, **overrides) -> LateInteractionEncoder:
         """Load a saved late-interaction folder or start from any HF encoder.
 
         Options: defaults < the folder's saved options < keyword `overrides` (None is ignored).
         A projection is read from the folder when saved there; a new one (when `projection_dim`
         is set on a plain encoder) is initialised from a fixed seed so that two loads of the
-        same folder score identically.
+        same folder score identically. `num_layers` keeps the encoder's first layers (a saved
+        folder's config already records its depth).
         """
         root = Path(path)
         values = asdict(LateInteractionOptions())
@@ -146,7 +147,12 @@ class LateInteractionEncoder(nn.Module):
             raise ConfigError("projection_dim", f"{path} holds a projection to {saved_dim} "
                                                 f"dimensions, not {options.projection_dim}")
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-        encoder = AutoModel.from_pretrained(path, trust_remote_code=trust_remote_code)
+        if num_layers is not None:
+            from raykd.students.bi_encoder import _load_tower
+
+            encoder = _load_tower(path, num_layers, trust_remote_code)
+        else:
+            encoder = AutoModel.from_pretrained(path, trust_remote_code=trust_remote_code)
         projection = None
         if options.projection_dim is not None:
             hidden = int(encoder.config.hidden_size)
@@ -200,6 +206,10 @@ class LateInteractionEncoder(nn.Module):
         batch["input_ids"] = batch["input_ids"].masked_fill(padded, mask_id)
         batch["attention_mask"] = torch.ones_like(batch["attention_mask"])
         return batch
+
+    def tokenize(self, texts: Sequence[str], side: Literal["query", "passage"]) -> dict:
+        """`tokenize_queries` or `tokenize_passages` (the bi-encoder's signature)."""
+        return self.tokenize_queries(texts) if side == "query" else self.tokenize_passages(texts)
 
     def tokenize_passages(self, texts: Sequence[str]) -> dict:
         return self.tokenizer(list(texts), padding=True, truncation=True,

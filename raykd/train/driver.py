@@ -19,10 +19,11 @@ from pathlib import Path
 
 import yaml
 
-from raykd.config import Recipe, Stage, dump_recipe
+from raykd.config import Recipe, Stage, dump_recipe, recipe_from_dict
 from raykd.data.beir import BeirDataset
 from raykd.errors import ConfigError
 from raykd.losses import build_loss
+from raykd.storage import Storage, is_uri
 from raykd.students import resolve_model
 from raykd.tracking import StepMetricsCallback, Tracker, resolve_tracking_uri
 from raykd.tracking.lineage import dataset_hashes, git_commit
@@ -58,15 +59,24 @@ class RecipeRunner:
     """Run a recipe; `run()` returns the per-stage results and the final test metrics."""
 
     def __init__(self, recipe: Recipe, *, fail_at: tuple[int, int] | None = None,
-                 fail_marker: str | None = None, echo=print):
-        """`fail_at=(stage_index, step)` injects one worker failure (tests and chaos runs)."""
+                 fail_marker: str | None = None, echo=print, train_callbacks=(),
+                 worker_extra: dict | None = None):
+        """`fail_at=(stage_index, step)` injects one worker failure (tests and chaos runs);
+        `train_callbacks` join every stage's Ray Train callbacks and `worker_extra` every
+        worker's `WorkerConfig.extra` (e.g. a sweep's Tune reporting and dev probe)."""
         self.recipe = recipe
-        self.run_dir = Path(recipe.run_dir()).resolve()
+        # A URI storage: Ray Train, the score cache and MLflow artefacts write to it
+        # directly; the driver's own files go to a local mirror synced with it (storage.py).
+        self.storage = Storage(recipe.storage)
+        self.run_dir = self.storage.local / recipe.name
         self.fail_at, self.fail_marker = fail_at, fail_marker
         self.echo = echo
-        self.cache_dir = Path(recipe.score_cache or self.run_dir.parent / "score_cache").resolve()
+        cache = recipe.score_cache or self.storage.uri("score_cache")
+        self.cache_dir = cache if is_uri(cache) else str(Path(cache).resolve())
         self.embedding_cache = str((self.run_dir.parent / "embedding_cache").resolve())
         self.tracker: Tracker | None = None
+        self.train_callbacks, self.worker_extra = list(train_callbacks), dict(worker_extra or {})
+        self.scoring: list[dict] = []  # every teacher-scoring report of this run
 
     @property
     def stages(self) -> list[Stage]:
@@ -98,11 +108,29 @@ class RecipeRunner:
 
     # ---- the run ---------------------------------------------------------------------------
 
+    def _sync(self, direction: str) -> None:
+        """Mirror <-> URI for the driver-written files (a no-op for local storage); the
+        run's Ray Train checkpoints live on the URI itself."""
+        if not self.storage.remote:
+            return
+        t0 = time.perf_counter()
+        copy = self.storage.pull if direction == "pull" else self.storage.push
+        count = copy(self.recipe.name, exclude=("train",))
+        count += sum(copy(rel) for rel in ("candidates", "collective"))
+        if count:
+            self.echo(f"[raykd] storage: {direction}ed {count} file(s) "
+                      f"{'from' if direction == 'pull' else 'to'} {self.storage.root} "
+                      f"in {time.perf_counter() - t0:.1f}s")
+
     def _check_same_recipe(self) -> None:
         saved = self.run_dir / RECIPE_FILE
         current = self.recipe.model_dump(mode="json")
         if saved.exists():
             before = yaml.safe_load(saved.read_text())
+            try:  # fields added since the run started compare at their defaults
+                before = recipe_from_dict(before).model_dump(mode="json")
+            except ConfigError:
+                pass
             if before != current:
                 diff = _first_difference(before, current)
                 raise ConfigError(diff or "<recipe>", (
@@ -113,12 +141,15 @@ class RecipeRunner:
 
     def run(self) -> dict:
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._sync("pull")
         self._check_same_recipe()
+        self._sync("push")
         recipe = self.recipe
-        uri = resolve_tracking_uri(recipe.tracking.tracking_uri, recipe.storage)
+        uri = (resolve_tracking_uri(recipe.tracking.tracking_uri, recipe.storage)
+               if recipe.tracking.enabled else "")
         self.tracker = Tracker(recipe.name, recipe.tracking.experiment, uri,
                                enabled=recipe.tracking.enabled,
-                               artifact_root=str(Path(recipe.storage) / "mlartifacts"))
+                               artifact_root=self.storage.uri("mlartifacts", query=False))
         self.tracker.log_params(recipe.model_dump(mode="json"))
         dataset_dirs = {s.data.dataset_dir() for s in recipe.stages}
         self.tracker.set_tags({"raykd.git_commit": git_commit(), "raykd.method": recipe.method,
@@ -142,9 +173,11 @@ class RecipeRunner:
                     student = done.student
                     continue
                 result = self.run_stage(i, stage, student)
+                self._sync("push")
                 results.append(result)
                 student = result.student
             final = self.finish(student, results)
+            self._sync("push")
             final["initial"] = initial
         except BaseException:
             self.tracker.finish("FAILED")
@@ -204,12 +237,19 @@ class RecipeRunner:
             train_path, fingerprint = self.teacher_scores(index, stage, loss, candidates, out,
                                                           student_in)
             seconds["teacher"] = time.perf_counter() - t0
+            self._sync("push")  # candidates and scores survive a stop during training
             self.tracker.set_tags({"lineage.candidates": candidates,
                                    "lineage.teacher_fingerprint": fingerprint or "none",
                                    "lineage.score_cache": str(self.cache_dir),
                                    "lineage.student_in": student_in}, run_id)
+            extra = {}
+            if stage.teacher is not None and stage.teacher.kind == "collective":
+                t0 = time.perf_counter()
+                extra["expansions"] = self.collective_expansions(stage, train_path)
+                seconds["teacher"] += time.perf_counter() - t0
             t0 = time.perf_counter()
-            student_out, steps = self.train(index, stage, student_in, train_path, out, run_id)
+            student_out, steps = self.train(index, stage, student_in, train_path, out, run_id,
+                                            extra)
             seconds["train"] = time.perf_counter() - t0
             metrics = {}
             if stage.eval.split:
@@ -239,6 +279,12 @@ class RecipeRunner:
             return str(Path(data.candidates).resolve())
         from raykd.negatives.candidates import mine_from_spec
 
+        if data.negatives_from == "teacher":
+            return self.teacher_candidates(stage)
+        if data.negatives_from == "student" and self.recipe.student.kind != "bi_encoder":
+            raise ConfigError("data.negatives_from", "'student' mines with a bi-encoder "
+                                                     "student; use 'teacher' (a collective "
+                                                     "teacher) or a bi-encoder source")
         source_model = (student_in if data.negatives_from == "student"
                         else resolve_model(data.negatives_model or self.recipe.student.model))
         key = _key({"data": data.model_dump(mode="json"), "model": source_model})
@@ -311,13 +357,54 @@ class RecipeRunner:
         self.echo(f"[raykd] dark examples: {report.summary()}")
         return str(out)
 
+    def teacher_candidates(self, stage: Stage) -> str:
+        """Candidates whose negatives come from the stage's collective teacher's own ranking
+        (CollectiveKD), cached by the data settings and the teacher."""
+        from raykd.teachers.collective import teacher_candidates
+
+        data = stage.data
+        if stage.teacher is None or stage.teacher.kind != "collective":
+            raise ConfigError(f"stages.{stage.name}.data.negatives_from",
+                              "'teacher' needs the stage's teacher to be `collective`")
+        key = _key({"data": data.model_dump(mode="json"),
+                    "teacher": stage.teacher.model_dump(mode="json", exclude={"batch_size"})})
+        out = self.run_dir.parent / "candidates" / f"{data.split}-teacher-{key}"
+        if not (out / "_mining.yaml").exists():
+            self.echo(f"[raykd] mining negatives from the teacher's ranking for {data.split} "
+                      f"-> {out}")
+            report = teacher_candidates(stage.teacher, data, out,
+                                        cache_dir=self.embedding_cache,
+                                        concurrency=self.recipe.teacher_concurrency,
+                                        num_gpus=self.recipe.teacher_num_gpus)
+            self.echo(f"[raykd] {report.summary()}")
+        if data.query_filter == "confusing":
+            return self.confusing_candidates(stage, str(out), str(out))
+        return str(out)
+
+    def collective_expansions(self, stage: Stage, candidates: str) -> str:
+        """CollectiveKD's PRF expansions of the training queries (cached under the storage)."""
+        from raykd.teachers.collective import collective_expansions, group_queries
+
+        queries = group_queries(candidates)
+        corpus = BeirDataset.from_dir(stage.data.dataset_dir()).corpus_path
+        path = collective_expansions(stage.teacher, corpus, queries,
+                                     self.run_dir.parent / "collective",
+                                     cache_dir=self.embedding_cache,
+                                     concurrency=self.recipe.teacher_concurrency,
+                                     num_gpus=self.recipe.teacher_num_gpus)
+        self.echo(f"[raykd] PRF expansions of {len(queries)} training queries: {path}")
+        return str(path)
+
     def _retrieval_options(self, stage: Stage) -> dict:
         """Student options for retrieving with a student (mining, the confusing-query rule):
         the evaluation's lengths, so that mining, evaluation and a bi-encoder teacher over the
         same model read one stored corpus encoding."""
+        if self.recipe.student.kind != "bi_encoder":  # a bi-encoder mines: lengths only
+            return stage.eval.student_options()
         opts = self.recipe.student.options()
         opts.pop("shared", None)
-        opts.pop("num_layers", None)
+        if stage.data.negatives_model:  # another model: the student's truncation is not its
+            opts.pop("num_layers", None)
         return {**opts, **stage.eval.student_options()}
 
     def teacher_scores(self, index: int, stage: Stage, loss, candidates: str, out: Path,
@@ -379,10 +466,11 @@ class RecipeRunner:
                                         batch_size=stage.teacher.batch_size,
                                         cache=str(self.cache_dir))
         self.echo(f"[raykd] teacher {report.fingerprint}: {report.summary()}")
+        self.scoring.append(report.to_dict())
         return report
 
     def train(self, index: int, stage: Stage, student_in: str, train_path: str, out: Path,
-              run_id: str | None) -> tuple[str, int]:
+              run_id: str | None, extra: dict | None = None) -> tuple[str, int]:
         from raykd.data.ray_datasets import groups_dataset
 
         dataset = groups_dataset(train_path).random_shuffle(seed=stage.train.seed).materialize()
@@ -394,15 +482,16 @@ class RecipeRunner:
             student_options=self._stage_student_options(index), list_size=list_size,
             steps_per_epoch=steps_per_epoch, total_steps=total, stage_index=index,
             fail_at_step=self.fail_at[1] if self.fail_at and self.fail_at[0] == index else None,
-            fail_marker=self.fail_marker)
-        callbacks = []
+            fail_marker=self.fail_marker, extra={**self.worker_extra, **(extra or {})},
+            student_kind=self.recipe.student.kind)
+        callbacks = list(self.train_callbacks)
         if run_id is not None:
             callbacks.append(StepMetricsCallback(self.tracker.tracking_uri, run_id))
         self.echo(f"[raykd] training {total} steps ({steps_per_epoch}/epoch) on "
                   f"{num_groups} queries, {stage.train.num_workers} worker(s), "
                   f"backend={stage.train.backend}")
         trainer = make_trainer(worker, dataset, stage, f"{self.recipe.name}-{stage.name}",
-                               str(self.run_dir / "train"), callbacks)
+                               self.storage.uri(f"{self.recipe.name}/train"), callbacks)
         result = trainer.fit()
         if result.checkpoint is None:
             raise RuntimeError(f"stage '{stage.name}' finished without a checkpoint")
@@ -424,22 +513,31 @@ class RecipeRunner:
         return {}
 
     def evaluate(self, student: str, stage: Stage, split: str, options: dict | None = None):
+        """Full retrieval with the student: dense (faiss over passage vectors) for a
+        bi-encoder, late interaction (faiss over token vectors, exact MaxSim) otherwise."""
         from raykd.eval.retrieval import dense_retrieval
+        from raykd.index.late_interaction import late_interaction_retrieval
 
         dataset = BeirDataset.from_dir(stage.data.dataset_dir())
-        result = dense_retrieval(student, dataset, split, k=stage.eval.k,
-                                 student_options={**(options or {}),
-                                                  **stage.eval.student_options()},
-                                 measures=stage.eval.measures, rel=stage.eval.rel,
-                                 name=Path(student).parent.name,
-                                 concurrency=self.recipe.teacher_concurrency,
-                                 cache_dir=self.embedding_cache)
+        retrieval = (dense_retrieval if self.recipe.student.kind == "bi_encoder"
+                     else late_interaction_retrieval)
+        result = retrieval(student, dataset, split, k=stage.eval.k,
+                           student_options={**(options or {}), **stage.eval.student_options()},
+                           measures=stage.eval.measures, rel=stage.eval.rel,
+                           name=Path(student).parent.name,
+                           concurrency=self.recipe.teacher_concurrency,
+                           cache_dir=self.embedding_cache)
         return result
 
     def _log_score_scatter(self, student: str) -> None:
         """Teacher vs student scores on a dev sample (BM25 candidates of the eval split),
         for the last stage that has a teacher."""
-        staged = [s for s in self.stages if s.teacher is not None and s.eval.split]
+        # A collective teacher has expansions for training queries only; the plot reads a
+        # bi-encoder student.
+        staged = [s for s in self.stages if s.teacher is not None and s.eval.split
+                  and s.teacher.kind != "collective"]
+        if self.recipe.student.kind != "bi_encoder":
+            staged = []
         if not self.tracker.enabled or not staged:
             return
         import numpy as np

@@ -17,10 +17,11 @@ import torch
 
 from raykd.config import Stage
 from raykd.losses import build_loss
-from raykd.students import BiEncoder
 from raykd.train.backends import make_backend
-from raykd.train.batching import Scorer, collate_groups
+from raykd.train.batching import collate_groups
 from raykd.train.online_teacher import build_online_teacher
+from raykd.train.probe import DevProbe
+from raykd.train.students import check_layout, load_student, make_scorer
 
 STATE_FILE = "train_state.json"
 STUDENT_DIR = "student"
@@ -40,6 +41,7 @@ class WorkerConfig:
     fail_at_step: int | None = None
     fail_marker: str | None = None
     extra: dict = field(default_factory=dict)
+    student_kind: str = "bi_encoder"
 
 
 @dataclass
@@ -98,8 +100,10 @@ def train_loop_per_worker(raw_config: dict) -> None:
     torch.manual_seed(spec.seed + rank)
     np.random.seed(spec.seed + rank)
     device = _device(spec.use_gpu)
+    if device.type == "cpu":  # Ray caps a worker's threads at 1; use the CPUs it reserved
+        torch.set_num_threads(max(1, int(spec.cpus_per_worker)))
 
-    student = BiEncoder.from_pretrained(cfg.student_path, **cfg.student_options)
+    student = load_student(cfg.student_kind, cfg.student_path, cfg.student_options)
     loss_fn = build_loss(stage.loss.name, **stage.loss.params)
     needs_reference = bool(getattr(loss_fn, "needs_reference", False))
     in_batch = bool(getattr(loss_fn, "in_batch", False))
@@ -107,7 +111,7 @@ def train_loop_per_worker(raw_config: dict) -> None:
     reference = copy.deepcopy(student).eval().requires_grad_(False) if needs_reference else None
     online_teacher = None
     if in_batch and getattr(loss_fn, "needs_teacher", True) and stage.teacher is not None:
-        online_teacher = build_online_teacher(stage.teacher, device)
+        online_teacher = build_online_teacher(stage.teacher, device, cfg.extra)
 
     warmup = int(spec.warmup_ratio * cfg.total_steps)
     backend = make_backend(spec, student, _lr_lambda(cfg.total_steps, warmup), device)
@@ -119,8 +123,11 @@ def train_loop_per_worker(raw_config: dict) -> None:
             state = TrainState(**saved)
             backend.load(ckpt_dir)
 
-    scorer = Scorer(student, in_batch, rank, world)
-    ref_scorer = Scorer(reference, in_batch, rank, world) if reference is not None else None
+    scorer = make_scorer(student, in_batch, rank, world)
+    probe = DevProbe.from_config(cfg.extra.get("dev_probe")) if rank == 0 else None
+    probe_every = (cfg.extra.get("dev_probe") or {}).get("every")
+    ref_scorer = make_scorer(reference, in_batch, rank, world)
+    check_layout(scorer, online_teacher, world)
     shard = ray.train.get_dataset_shard("train")
     last_report = time.perf_counter()
     queries_seen = 0
@@ -141,6 +148,10 @@ def train_loop_per_worker(raw_config: dict) -> None:
         }
         if final:
             state.stage_done = True
+        if probe_every and (final or state.step % probe_every == 0):
+            with backend.full_weights():  # ZeRO-3 gathers on every rank; rank 0 measures
+                if probe is not None:
+                    metrics.update(probe.measure(student))
         if rank == 0:  # progress for whoever watches the job's log
             print(f"[raykd] {stage.name} step {state.step}/{cfg.total_steps} "
                   f"loss {metrics['loss']:.4f} lr {metrics['lr']:.2e} "
@@ -211,7 +222,8 @@ def train_loop_per_worker(raw_config: dict) -> None:
                 return
             if ckpt_due:
                 report(checkpoint_now=True)
-            elif state.step % spec.log_every == 0:
+            elif state.step % spec.log_every == 0 or (probe_every
+                                                       and state.step % probe_every == 0):
                 report(checkpoint_now=False)
         state.epoch += 1
         state.batch_in_epoch = 0

@@ -126,7 +126,8 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rows", default=None,
-                   help=f"comma-separated keys (default: all): {','.join(r.key for r in ROWS)}")
+                   help=f"comma-separated keys, run in the given order (default: all): "
+                        f"{','.join(r.key for r in ROWS)}")
     p.add_argument("--table", action="store_true", help="print the recorded table and exit")
     args = p.parse_args(argv)
     record = load_record()
@@ -135,11 +136,19 @@ def main(argv=None) -> None:
         unknown = set(keys) - {r.key for r in ROWS}
         if unknown:
             p.error(f"unknown rows {sorted(unknown)}; known: {[r.key for r in ROWS]}")
-        for row in (r for r in ROWS if r.key in keys):
-            record[row.key] = run_row(row)
+        failed = []
+        for row in sorted((r for r in ROWS if r.key in keys), key=lambda r: keys.index(r.key)):
+            try:
+                record[row.key] = run_row(row)
+            except SystemExit as err:  # one failed row does not lose the others
+                print(err, flush=True)
+                failed.append(row.key)
+                continue
             RECORD.parent.mkdir(parents=True, exist_ok=True)
             RECORD.write_text(json.dumps(record, indent=2) + "\n")
     print(table(record))
+    if not args.table and failed:
+        raise SystemExit(f"[methods] failed rows: {', '.join(failed)}")
 
 
 if __name__ == "__main__":

@@ -9,12 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from raykd.config import TeacherSpec, recipe_from_dict
+from raykd.config import PRFSpec, TeacherSpec, recipe_from_dict
 from raykd.errors import ConfigError
 from raykd.index.late_interaction import TokenIndex
 from raykd.teachers.prf import (
     Expansions,
-    PRFParams,
     expand_queries,
     initial_positions,
     kmeans,
@@ -79,7 +78,7 @@ def test_prf_expansion_on_a_toy_index_keeps_the_rarest_tokens_by_idf():
     """Guards 4(b) steps 2-4: one centroid per feedback token group, named by the most frequent
     of its nearest index tokens, weighted IDF x beta, the heaviest kept, heaviest first."""
     index = toy_token_index(DOCS)
-    params = PRFParams(docs=3, clusters=3, expansions=2, beta=2.0, neighbours=3)
+    params = PRFSpec(docs=3, clusters=3, expansions=2, beta=2.0, neighbours=3)
     out = expand_queries(index, {"q": [0, 1, 2, 5], "short": [5]}, params)
 
     assert out.centroids.shape == (2, 2, DIM) and out.weights.shape == (2, 2)
@@ -98,7 +97,7 @@ def test_prf_expansion_on_a_toy_index_keeps_the_rarest_tokens_by_idf():
 
 def test_expansions_round_trip_and_an_unknown_query_fails(tmp_path):
     index = toy_token_index(DOCS)
-    out = expand_queries(index, {"a": [0, 1], "b": [3]}, PRFParams(docs=2, clusters=2,
+    out = expand_queries(index, {"a": [0, 1], "b": [3]}, PRFSpec(docs=2, clusters=2,
                                                                    expansions=2, neighbours=2))
     loaded = Expansions.load(out.save(tmp_path / "x.npz"))
     centroids, weights = loaded.lookup(["b", "a"])
@@ -109,13 +108,15 @@ def test_expansions_round_trip_and_an_unknown_query_fails(tmp_path):
         loaded.lookup(["a", "zzz"])
 
 
-@pytest.mark.parametrize("params, field", [
-    (dict(expansions=30, clusters=24), "teacher.prf.expansions"),
-    (dict(docs=0), "teacher.prf.docs"),
+@pytest.mark.parametrize("prf, message", [
+    ({"expansions": 30, "clusters": 24}, "prf.expansions.*30 expansions cannot come from 24"),
+    ({"docs": 0}, "prf.docs.*greater than or equal to 1"),
 ])
-def test_bad_prf_settings_name_the_field(params, field):
-    with pytest.raises(ConfigError, match=field.replace(".", "\\.")):
-        PRFParams(**params).validate()
+def test_bad_prf_settings_name_the_field(tiny_encoder_dir, prf, message):
+    teacher = {"kind": "collective", "model": tiny_encoder_dir, "prf": prf}
+    stage = {"name": "s", "teacher": teacher, "loss": {"name": "collective"}}
+    with pytest.raises(ConfigError, match=f"stages.0.teacher.{message}"):
+        recipe_from_dict({"name": "x", "stages": [stage]})
 
 
 def test_recipe_validation_names_late_interaction_fields(tiny_encoder_dir):
@@ -124,11 +125,9 @@ def test_recipe_validation_names_late_interaction_fields(tiny_encoder_dir):
         recipe_from_dict({**base, "student": {"kind": "late_interaction", "pooling": "mean"}})
     with pytest.raises(ConfigError, match="student.similarity"):
         recipe_from_dict({**base, "student": {"kind": "late_interaction", "similarity": "dot"}})
-    teacher = {"kind": "collective", "model": tiny_encoder_dir,
-               "prf": {"clusters": 4, "expansions": 5}}
-    stage = {**base["stages"][0], "teacher": teacher}
-    with pytest.raises(ConfigError, match="stages.0.teacher.prf.expansions.*5 expansions"):
-        recipe_from_dict({**base, "stages": [stage]})
+    teacher = {"kind": "collective", "model": tiny_encoder_dir, "similarity": "dot"}
+    with pytest.raises(ConfigError, match="stages.0.teacher.similarity.*'cosine' or 'l2'"):
+        recipe_from_dict({**base, "stages": [{**base["stages"][0], "teacher": teacher}]})
 
 
 def test_token_index_search_equals_brute_force_maxsim(ray_local, toy_beir_dir, tiny_encoder_dir,

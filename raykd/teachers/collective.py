@@ -18,7 +18,7 @@ from pathlib import Path
 
 from raykd.config import DataSpec, TeacherSpec
 from raykd.errors import ConfigError
-from raykd.teachers.prf import Expansions, PRFParams, expand_queries
+from raykd.teachers.prf import Expansions, expand_queries
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +32,6 @@ def encoder_options(spec: TeacherSpec) -> dict:
                "passage_max_length": spec.passage_max_length}
     options.update({k: getattr(spec, k) for k in ENCODER_FLAGS if k in spec.model_fields_set})
     return options
-
-
-def prf_params(spec: TeacherSpec) -> PRFParams:
-    return PRFParams(**spec.prf.model_dump())
 
 
 def _check(spec: TeacherSpec | None) -> TeacherSpec:
@@ -152,7 +148,7 @@ def collective_expansions(spec: TeacherSpec, corpus_path, queries: Mapping[str, 
     if path.exists():
         return path
     start = time.perf_counter()
-    params = prf_params(spec)
+    params = spec.prf
     index, encoder = teacher_index(spec, corpus_path, cache_dir=cache_dir,
                                    concurrency=concurrency, num_gpus=num_gpus)
     feedback = teacher_rows(index, encoder, queries, params.docs)

@@ -18,29 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from raykd.errors import ConfigError
-
-
-@dataclass(frozen=True)
-class PRFParams:
-    """fb_docs, fb_clusters, fb_k, beta and the nearest-token count of ColBERT-PRF."""
-
-    docs: int = 3
-    clusters: int = 24
-    expansions: int = 10
-    beta: float = 1.0
-    neighbours: int = 10
-    iterations: int = 20
-
-    def validate(self) -> None:
-        for name in ("docs", "clusters", "expansions", "neighbours", "iterations"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"teacher.prf.{name}", f"must be >= 1, got {getattr(self, name)}")
-        if self.expansions > self.clusters:
-            raise ConfigError("teacher.prf.expansions", f"{self.expansions} expansions cannot "
-                                                        f"come from {self.clusters} clusters")
-        if not self.beta > 0:
-            raise ConfigError("teacher.prf.beta", f"must be > 0, got {self.beta}")
+from raykd.config import PRFSpec
 
 
 def initial_positions(lengths: Sequence[int], clusters: int) -> np.ndarray:
@@ -89,7 +67,7 @@ def most_frequent(token_ids: Sequence[int]) -> int:
 
 
 def choose_expansions(centroids: np.ndarray, tokens: np.ndarray, idf: np.ndarray,
-                      params: PRFParams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                      params: PRFSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Weight each centroid by IDF(token) x beta and keep the top `expansions` (ties: the
     earlier cluster); padded with zero vectors, zero weights and token -1 to exactly
     `expansions` rows. Returns (centroids [E, dim], weights [E], tokens [E])."""
@@ -148,11 +126,10 @@ class Expansions:
                        data["tokens"], json.loads(str(data["meta"])))
 
 
-def expand_queries(index, feedback: Mapping[str, Sequence[int]], params: PRFParams
+def expand_queries(index, feedback: Mapping[str, Sequence[int]], params: PRFSpec
                    ) -> Expansions:
     """Expansions for queries given their feedback passages (rows of `index`, best first;
     the first `params.docs` are used). `index`: a `raykd.index.late_interaction.TokenIndex`."""
-    params.validate()
     idf = index.idf()
     qids = list(feedback)
     per_query = []
@@ -184,4 +161,4 @@ def expand_queries(index, feedback: Mapping[str, Sequence[int]], params: PRFPara
         np.stack(centroids) if qids else np.zeros((0, params.expansions, dim), np.float32),
         np.stack(weights) if qids else np.zeros((0, params.expansions), np.float32),
         np.stack(tokens) if qids else np.zeros((0, params.expansions), np.int32),
-        {"params": params.__dict__})
+        {"params": params.model_dump()})

@@ -1,7 +1,8 @@
 """MLflow tracking: one run per recipe run, nested runs per stage, per-step metrics from rank 0.
 
 The tracking URI is the recipe's `tracking.tracking_uri`, else MLFLOW_TRACKING_URI, else a local
-sqlite store under the run's storage folder. Rerunning a recipe with the same name continues
+sqlite store under the run's storage folder (a URI storage needs one of the first two; its
+artefacts go to `<storage>/mlartifacts`). Rerunning a recipe with the same name continues
 its MLflow run instead of opening a new one.
 """
 
@@ -29,6 +30,14 @@ def resolve_tracking_uri(configured: str | None, storage: str) -> str:
         return configured
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
+    if "://" in storage:
+        from raykd.errors import ConfigError
+
+        raise ConfigError("tracking.tracking_uri", (
+            f"storage {storage!r} is a URI, and MLflow's run store cannot live there; set "
+            "MLFLOW_TRACKING_URI (or tracking.tracking_uri) to an MLflow server or database "
+            "every submission reaches (artefacts still go to <storage>/mlartifacts), or "
+            "tracking.enabled=false"))
     root = Path(storage).resolve()
     root.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{root / 'mlflow.db'}"
@@ -76,7 +85,8 @@ class Tracker:
         if found is not None:
             self.experiment_id = found.experiment_id
         else:
-            location = Path(artifact_root).resolve().as_uri() if artifact_root else None
+            location = (artifact_root if not artifact_root or "://" in artifact_root
+                        else Path(artifact_root).resolve().as_uri())
             self.experiment_id = self._client.create_experiment(experiment, location)
         previous = self._find(f"tags.`{RUN_TAG}` = '{run_name}' and tags.`{STAGE_TAG}` = ''")
         if previous:

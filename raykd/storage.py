@@ -1,0 +1,122 @@
+"""Where a run's outputs live: a local folder, or a filesystem URI through `pyarrow.fs`.
+
+    storage = Storage("s3://bucket/raykd")      # or gs://..., file:///shared/raykd, "outputs"
+    storage.uri("adam/train")                   # Ray Train checkpoints, written there directly
+    storage.local                               # the driver's mirror of the driver-side files
+    storage.pull("adam", exclude=("train",))    # remote -> mirror (newer or missing files)
+    storage.push("candidates")                  # mirror -> remote
+
+With a URI, the pieces written by many processes go to the URI directly: Ray Train
+checkpoints (`RunConfig(storage_path=...)`), the teacher-score cache (its actors write parts
+through pyarrow) and MLflow artefacts (the experiment's artifact location). The pieces the
+driver writes itself (the resolved recipe, `done.json`, scored groups, candidate groups,
+stage students, results) are written into a local mirror and synced to the URI after every
+step of a stage, and pulled from it when a run starts, so that a resubmission on another
+node resumes from the URI alone. The mirror is `$RAYKD_LOCAL_DIR/<hash of the URI>`
+(default `<tmp>/raykd-storage`): keep it the same path on every node, as recorded paths
+(a stage's student, the candidates a scoring manifest read) are paths inside it. The corpus
+embedding cache stays in the mirror, unsynced: it is recomputed where missing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+import pyarrow.fs as pafs
+
+from raykd.errors import ConfigError
+
+# Written last, so that a reader never sees a marker before the files it vouches for.
+MARKERS = ("done.json", "_mining.yaml", "results.json", "recipe.yaml")
+
+
+def is_uri(path: str | os.PathLike) -> bool:
+    return "://" in os.fspath(path)
+
+
+def mirror_dir(root: str) -> Path:
+    """The local mirror of a storage URI on this node."""
+    base = os.environ.get("RAYKD_LOCAL_DIR") or os.path.join(tempfile.gettempdir(),
+                                                              "raykd-storage")
+    return Path(base).resolve() / hashlib.sha1(root.encode()).hexdigest()[:16]
+
+
+class Storage:
+    """A run storage root: `uri()` for the writers that reach it directly, `local` plus
+    `pull`/`push` for the files the driver writes."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = os.fspath(root)
+        self.remote = is_uri(self.root)
+        if not self.remote:
+            self.fs, self.local = None, Path(self.root).resolve()
+            self.base = str(self.local)
+            return
+        try:
+            self.fs, self.base = pafs.FileSystem.from_uri(self.root)
+        except (ValueError, OSError, NotImplementedError) as err:  # ArrowInvalid is a ValueError
+            raise ConfigError("storage", f"{self.root!r} is not a filesystem pyarrow can "
+                                         f"open: {err}") from err
+        self.base = self.base.rstrip("/")
+        self.local = mirror_dir(self.root)
+
+    def __repr__(self) -> str:
+        return f"Storage({self.root!r}, local={str(self.local)!r})"
+
+    def uri(self, rel: str, *, query: bool = True) -> str:
+        """`rel` under the root: a URI (query options kept unless `query=False`) or a local
+        absolute path."""
+        if not self.remote:
+            return str(self.local / rel)
+        head, _, options = self.root.partition("?")
+        out = f"{head.rstrip('/')}/{rel.strip('/')}"
+        return f"{out}?{options}" if options and query else out
+
+    def pull(self, rel: str, exclude: tuple[str, ...] = ()) -> int:
+        """Copy the files under `rel` that are missing locally or newer remotely; returns
+        how many. A no-op for local storage."""
+        if not self.remote:
+            return 0
+        return _copy_tree(self.fs, f"{self.base}/{rel}", pafs.LocalFileSystem(),
+                          str(self.local / rel), exclude)
+
+    def push(self, rel: str, exclude: tuple[str, ...] = ()) -> int:
+        """Copy the local files under `rel` that are missing remotely or newer locally."""
+        if not self.remote:
+            return 0
+        return _copy_tree(pafs.LocalFileSystem(), str(self.local / rel), self.fs,
+                          f"{self.base}/{rel}", exclude)
+
+
+def _files(fs: pafs.FileSystem, root: str) -> dict[str, pafs.FileInfo]:
+    """Files under `root` by their path relative to it (empty when `root` is absent)."""
+    infos = fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
+    return {i.path[len(root):].lstrip("/"): i for i in infos if i.type == pafs.FileType.File}
+
+
+def _copy_tree(src_fs, src: str, dst_fs, dst: str, exclude: tuple[str, ...]) -> int:
+    src, dst = src.rstrip("/"), dst.rstrip("/")
+    have = _files(dst_fs, dst)
+    todo = []
+    for rel, info in _files(src_fs, src).items():
+        if any(rel == e or rel.startswith(e.rstrip("/") + "/") for e in exclude):
+            continue
+        if rel.rsplit("/", 1)[-1].startswith("."):  # a writer's temporary
+            continue
+        old = have.get(rel)
+        if (old is not None and old.size == info.size and info.mtime is not None
+                and old.mtime is not None and info.mtime <= old.mtime):
+            continue
+        todo.append(rel)
+    todo.sort(key=lambda rel: (rel.rsplit("/", 1)[-1] in MARKERS, rel))
+    for rel in todo:
+        target = f"{dst}/{rel}"
+        dst_fs.create_dir(target.rsplit("/", 1)[0], recursive=True)
+        with src_fs.open_input_stream(f"{src}/{rel}") as reader, \
+                dst_fs.open_output_stream(target) as writer:
+            while chunk := reader.read(8 << 20):
+                writer.write(chunk)
+    return len(todo)

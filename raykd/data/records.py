@@ -173,7 +173,7 @@ def _provenance(value, path, line, field: str) -> str:
         return value
     try:
         parsed = json.loads(value)
-    except ValueError:
+    except (ValueError, RecursionError):
         parsed = None
     if not isinstance(parsed, dict):
         raise data_error(

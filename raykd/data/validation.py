@@ -222,13 +222,13 @@ def _text(binary_handle):
 def iter_raw_lines(fobj, path, chunk_size: int = 1 << 20) -> Iterator[tuple[int, bytes]]:
     """(1-based line number, raw bytes) of every non-blank line; ``\\n`` or ``\\r\\n`` endings.
 
-    Reads fixed-size chunks, so memory stays constant whatever the file size. A UTF-8 byte-order
-    mark at the start of the file is dropped. Lines holding only whitespace are not records and
-    are passed over.
+    Reads fixed-size chunks, so memory stays constant whatever the file size, and a line longer
+    than a chunk is joined once (linear time, whatever its length). A UTF-8 byte-order mark at
+    the start of the file is dropped. Lines holding only whitespace are not records and are
+    passed over.
     """
     lineno = 0
-    rest = b""
-    first = True
+    pending: list[bytes] = []  # the pieces of the current line so far (no b"\n" in any)
     while True:
         try:
             chunk = fobj.read(chunk_size)
@@ -236,21 +236,31 @@ def iter_raw_lines(fobj, path, chunk_size: int = 1 << 20) -> Iterator[tuple[int,
             raise data_error(path, lineno + 1, None, f"cannot read file: {exc}", MALFORMED) from exc
         if not chunk:
             break
-        if first:
-            if chunk.startswith(b"\xef\xbb\xbf"):
-                chunk = chunk[3:]
-            first = False
-        pieces = (rest + chunk).split(b"\n")
-        rest = pieces.pop()
+        if b"\n" not in chunk:
+            pending.append(chunk)
+            continue
+        pieces = chunk.split(b"\n")
+        if pending:
+            pieces[0] = b"".join([*pending, pieces[0]])
+        pending = [pieces.pop()]
         for raw in pieces:
             lineno += 1
-            if raw.endswith(b"\r"):
-                raw = raw[:-1]
+            raw = _line_body(raw, lineno)
             if raw.strip():
                 yield lineno, raw
-    if rest.strip():
+    rest = b"".join(pending)
+    if rest:
         lineno += 1
-        yield lineno, rest[:-1] if rest.endswith(b"\r") else rest
+        rest = _line_body(rest, lineno)
+        if rest.strip():
+            yield lineno, rest
+
+
+def _line_body(raw: bytes, lineno: int) -> bytes:
+    """A line without its ``\\r`` ending (and, on line 1, without the byte-order mark)."""
+    if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+    return raw[:-1] if raw.endswith(b"\r") else raw
 
 
 def _bad_utf8(raw: bytes, exc: UnicodeDecodeError, path, line, field, base: int = 0) -> DataError:
@@ -459,11 +469,13 @@ def parse_json_object(raw: bytes, path, line: int) -> dict:
         try:
             loose = json.loads(raw.decode("utf-8", errors="surrogateescape"))
             field = _surrogate_field(loose)
-        except ValueError:
+        except (ValueError, RecursionError):
             pass
         raise _bad_utf8(raw, exc, path, line, field) from None
     try:
         obj = json.loads(text)
+    except RecursionError:
+        raise data_error(path, line, None, "malformed JSON: nested too deeply", MALFORMED) from None
     except ValueError as exc:
         detail = getattr(exc, "msg", str(exc))
         col = getattr(exc, "colno", None)

@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 from raykd.data.records import CORPUS_SCHEMA
 from raykd.data.validation import (
     EMPTY_TEXT,
+    ENCODING,
     MALFORMED,
     MISSING_FIELD,
     DuplicateChecker,
@@ -35,15 +36,16 @@ def parquet_rows(
 
     ``source`` is a path or a seekable file object. Every column of ``schema`` not in
     ``optional`` must be present; a column outside ``schema`` is an error (it would be lost).
-    Absent optional columns read as None.
+    Absent optional columns read as None. A corrupt file (bad footer, pages or strings) is a
+    DataError naming the first row that cannot be read.
     """
     try:
         pf = pq.ParquetFile(source)
+        names = pf.schema_arrow.names
     except (pa.ArrowException, OSError) as exc:
         raise data_error(
             path, None, None, f"not a readable parquet file: {exc}", MALFORMED
         ) from None
-    names = pf.schema_arrow.names
     optional = set(optional)
     for name in schema.names:
         if name not in names and name not in optional:
@@ -55,12 +57,38 @@ def parquet_rows(
             )
     absent = [n for n in schema.names if n not in names]
     rowno = 0
-    for batch in pf.iter_batches(batch_size=BATCH_ROWS):
-        for row in batch.to_pylist():
+    batches = pf.iter_batches(batch_size=BATCH_ROWS)
+    while True:
+        try:
+            batch = next(batches, None)
+        except (pa.ArrowException, OSError) as exc:
+            raise data_error(
+                path, rowno + 1, None, f"corrupt parquet data: {exc}", MALFORMED
+            ) from None
+        if batch is None:
+            break
+        for row in _batch_rows(batch, path, rowno):
             rowno += 1
             for name in absent:
                 row[name] = None
             yield rowno, row
+
+
+def _batch_rows(batch: pa.RecordBatch, path, before: int) -> list[dict]:
+    """A batch as Python rows; a string that is not UTF-8 names its row and column."""
+    try:
+        return batch.to_pylist()
+    except UnicodeDecodeError:
+        pass
+    for i in range(batch.num_rows):
+        for name in batch.schema.names:
+            try:
+                batch.column(name)[i].as_py()
+            except UnicodeDecodeError as exc:
+                raise data_error(
+                    path, before + i + 1, name, f"not valid UTF-8: {exc.reason}", ENCODING
+                ) from None
+    raise data_error(path, before + 1, None, "not valid UTF-8", ENCODING)  # not reached
 
 
 def write_parquet_rows(path, rows: Iterable[Mapping], schema: pa.Schema) -> int:

@@ -17,14 +17,13 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-
-from raykd.data.records import passage_text
 
 log = logging.getLogger(__name__)
 
@@ -101,11 +100,14 @@ class EmbeddingStore:
         return folder
 
     @classmethod
-    def load(cls, folder: str | os.PathLike) -> EmbeddingStore:
+    def load(cls, folder: str | os.PathLike, mmap: bool = False) -> EmbeddingStore:
+        """Read a store; `mmap` maps the vectors and hashes instead of reading them."""
         folder = Path(folder)
         meta = json.loads((folder / "meta.json").read_text())
+        mode = "r" if mmap else None
         return cls(meta["encoder"], json.loads((folder / "pids.json").read_text()),
-                   np.load(folder / "hashes.npy"), np.load(folder / "vectors.npy"))
+                   np.load(folder / "hashes.npy", mmap_mode=mode),
+                   np.load(folder / "vectors.npy", mmap_mode=mode))
 
     @staticmethod
     def exists(folder: str | os.PathLike) -> bool:
@@ -135,46 +137,95 @@ class EmbeddingStore:
 def corpus_embeddings(model_path: str | os.PathLike, corpus_path: str | os.PathLike, *,
                       student_options: dict | None = None,
                       cache_dir: str | os.PathLike | None = None, concurrency: int = 2,
-                      num_gpus: float = 0.0, batch_size: int = 64
-                      ) -> tuple[EmbeddingStore, Path | None]:
+                      num_gpus: float = 0.0, batch_size: int = 64, load: bool = True
+                      ) -> tuple[EmbeddingStore | None, Path | None]:
     """The corpus encoded by a bi-encoder: read from `cache_dir` when it holds this encoder's
     vectors, else encoded on a Ray Data actor pool (and stored there). Returns the store and
-    its folder (None without a cache)."""
-    from raykd.data.ray_datasets import corpus_dataset, iter_corpus_rows
-    from raykd.index.encode import encode_corpus
+    its folder (None without a cache).
+
+    The vectors stream from the actors to disk, so encoding holds no per-passage state in this
+    process. `load=False` (needs `cache_dir`) returns ``(None, folder)`` without reading the
+    store here, for callers that search it elsewhere (e.g. in an actor).
+    """
     from raykd.students import BiEncoder
     from raykd.students.bundled import resolve_model
 
     model_path = resolve_model(str(model_path))
     options = BiEncoder.resolve_options(model_path, **(student_options or {}))
     encoder = encoder_key(model_path, options)
+    if not load and cache_dir is None:
+        raise ValueError("corpus_embeddings(load=False) needs a cache_dir to store into")
     folder = store_folder(cache_dir, encoder, corpus_path) if cache_dir else None
     if folder is not None and EmbeddingStore.exists(folder):
         log.info("corpus embeddings from %s", folder)
-        return EmbeddingStore.load(folder), folder
+        return (EmbeddingStore.load(folder) if load else None), folder
     start = time.perf_counter()
+    if folder is None:
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="raykd-store-") as tmp:
+            built = _encode_into(Path(tmp) / "store", encoder, model_path, corpus_path,
+                                 student_options, concurrency, num_gpus, batch_size)
+            store = EmbeddingStore.load(built)
+    else:
+        _encode_into(folder, encoder, model_path, corpus_path, student_options, concurrency,
+                     num_gpus, batch_size)
+        store = EmbeddingStore.load(folder) if load else None
+    log.info("encoded %s in %.0fs%s", corpus_path, time.perf_counter() - start,
+             f" -> {folder}" if folder else "")
+    return store, folder
+
+
+def _encode_into(folder: Path, encoder: str, model_path: str, corpus_path, student_options,
+                 concurrency: int, num_gpus: float, batch_size: int) -> Path:
+    """Encode the corpus on Ray Data and write the store files as the batches arrive (raw
+    vectors and hashes appended to temporary files, pids streamed into JSON), atomically."""
+    from raykd.data.ray_datasets import corpus_dataset
+    from raykd.index.encode import encode_corpus
+
     encoded = encode_corpus(corpus_dataset(corpus_path), str(model_path),
                             concurrency=concurrency, num_gpus=num_gpus, batch_size=batch_size,
                             student_options=student_options)
-    vectors: dict[str, np.ndarray] = {}
-    for batch in encoded.iter_batches(batch_size=4096, batch_format="numpy"):
-        for pid, vec in zip(batch["pid"].tolist(), np.asarray(batch["embedding"]), strict=True):
-            vectors[str(pid)] = vec
-    # The texts stream once more for their hashes only (the driver keeps no passage text).
-    pids, hashes = [], []
-    for row in iter_corpus_rows(corpus_path):
-        pids.append(row["pid"])
-        hashes.append(text_hash(passage_text(row["title"], row["text"])))
-    missing = [p for p in pids if p not in vectors]
-    if missing or len(vectors) != len(pids):
-        raise RuntimeError(f"corpus encoding returned {len(vectors)} vectors for {len(pids)} "
-                           f"passages (missing e.g. {missing[:3]})")
-    dim = next(iter(vectors.values())).shape[0] if vectors else 0
-    store = EmbeddingStore(encoder, pids, np.array(hashes, dtype=np.uint64),
-                           np.stack([vectors[p] for p in pids]).astype(np.float32)
-                           if pids else np.zeros((0, dim), np.float32))
-    if folder is not None:
-        store.save(folder)
-    log.info("encoded %d passages in %.0fs%s", len(pids), time.perf_counter() - start,
-             f" -> {folder}" if folder else "")
-    return store, folder
+    tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
+    tmp.mkdir(parents=True, exist_ok=True)
+    count, dim = 0, None
+    with open(tmp / "vectors.f32", "wb") as vec_out, open(tmp / "hashes.u64", "wb") as hash_out, \
+            open(tmp / "pids.json", "w") as pid_out:
+        pid_out.write("[")
+        for batch in encoded.iter_batches(batch_size=4096, batch_format="numpy"):
+            vectors = np.ascontiguousarray(batch["embedding"], dtype=np.float32)
+            if vectors.ndim != 2 or (dim is not None and vectors.shape[1] != dim):
+                raise RuntimeError(f"corpus encoding returned vectors of shape {vectors.shape}")
+            dim = vectors.shape[1]
+            vec_out.write(vectors.tobytes())
+            hash_out.write(np.ascontiguousarray(batch["hash"], dtype=np.uint64).tobytes())
+            pids = [str(p) for p in batch["pid"].tolist()]
+            pid_out.write((", " if count else "") + ", ".join(json.dumps(p) for p in pids))
+            count += len(pids)
+        pid_out.write("]")
+    # Every passage once: the read tasks reject duplicate ids, so equal counts mean a bijection.
+    expected = corpus_dataset(corpus_path).count()
+    if count != expected:
+        raise RuntimeError(f"corpus encoding returned {count} vectors for {expected} passages")
+    dim = dim or 0
+    _raw_to_npy(tmp / "vectors.f32", tmp / "vectors.npy", np.float32, (count, dim))
+    _raw_to_npy(tmp / "hashes.u64", tmp / "hashes.npy", np.uint64, (count,))
+    (tmp / "meta.json").write_text(json.dumps({"encoder": encoder, "count": count, "dim": dim}))
+    if folder.exists():  # another process finished first; its vectors are the same
+        shutil.rmtree(tmp)
+        return folder
+    os.replace(tmp, folder)
+    return folder
+
+
+def _raw_to_npy(raw: Path, npy: Path, dtype, shape: tuple, rows: int = 65536) -> None:
+    """Copy a raw little-endian array file into a .npy file chunk by chunk, then delete it."""
+    out = np.lib.format.open_memmap(npy, mode="w+", dtype=dtype, shape=shape)
+    if out.size:
+        source = np.memmap(raw, dtype=dtype, mode="r", shape=shape)
+        for start in range(0, shape[0], rows):
+            out[start:start + rows] = source[start:start + rows]
+        del source
+    out.flush()
+    del out
+    raw.unlink()

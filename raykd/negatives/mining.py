@@ -1,8 +1,9 @@
 """Top-k candidate mining: BM25 (bm25s), dense (Ray Data encoding + faiss), and their union.
 
 Rankings are ``{qid: [pid, ...]}``, best first, `depth` long at most. The corpus is streamed:
-BM25 keeps only its sparse index, dense mining keeps only the faiss index (the corpus is encoded
-by a Ray Data actor pool), and passage texts are fetched afterwards for the chosen pids only.
+BM25 builds its sparse index in a Ray task, dense mining streams the corpus vectors from a Ray Data
+actor pool to the embedding store on disk and searches them with faiss in an actor, and passage
+texts are fetched afterwards for the chosen pids only.
 """
 
 from __future__ import annotations
@@ -26,8 +27,27 @@ Rankings = dict[str, list[str]]
 
 
 def bm25_rankings(corpus_path, queries: Mapping[str, str], depth: int, *, k1: float = 1.5,
-                  b: float = 0.75) -> Rankings:
-    """BM25 top-`depth` per query (English stopwords, Snowball stemmer, title + text)."""
+                  b: float = 0.75, use_ray: bool | None = None) -> Rankings:
+    """BM25 top-`depth` per query (English stopwords, Snowball stemmer, title + text).
+
+    bm25s holds the whole tokenised corpus and its postings in memory; with Ray running (or
+    `use_ray`) that happens in a Ray task on this node, not in the driver."""
+    if use_ray is None:
+        import ray
+
+        use_ray = ray.is_initialized()
+    if not use_ray:
+        return _bm25_rankings(str(corpus_path), dict(queries), depth, k1, b)
+    import ray
+
+    from raykd.index.encode import on_this_node
+
+    task = ray.remote(num_cpus=1)(_bm25_rankings).options(scheduling_strategy=on_this_node())
+    return ray.get(task.remote(str(corpus_path), dict(queries), depth, k1, b))
+
+
+def _bm25_rankings(corpus_path: str, queries: dict[str, str], depth: int, k1: float,
+                   b: float) -> Rankings:
     from raykd.index.bm25 import BM25Index
 
     index = BM25Index(k1=k1, b=b).index(
@@ -44,21 +64,28 @@ def dense_rankings(corpus_path, queries: Mapping[str, str], model: str, depth: i
                    concurrency: int = 2, num_gpus: float = 0.0, batch_size: int = 64,
                    student_options: dict | None = None, index_kind: str = "flat",
                    cache_dir: str | None = None) -> Rankings:
-    """Dense top-`depth` per query: the corpus encoded by a Ray Data actor pool into faiss
-    (embeddings reused from `cache_dir` when the same model encoded the same corpus)."""
-    from raykd.index.encode import corpus_index
-    from raykd.students import BiEncoder, resolve_model
+    """Dense top-`depth` per query: the corpus encoded by a Ray Data actor pool into the
+    embedding store (reused from `cache_dir` when the same model encoded the same corpus; a
+    temporary one otherwise), searched with faiss in an actor (`raykd.index.encode.search_store`):
+    the driver holds neither the vectors nor the index."""
+    import tempfile
+
+    from raykd.index.encode import search_store
+    from raykd.index.store import corpus_embeddings
+    from raykd.students import resolve_model
 
     model_path = resolve_model(model)
-    query_model = BiEncoder.from_pretrained(model_path, **(student_options or {}))
-    index = corpus_index(model_path, str(corpus_path), student_options=student_options,
-                         concurrency=concurrency, num_gpus=num_gpus, batch_size=batch_size,
-                         index_kind=index_kind, cache_dir=cache_dir)
-    qids = list(queries)
-    if not qids:
-        return {}
-    vectors = query_model.encode_queries([queries[q] for q in qids], batch_size=batch_size)
-    _, ids = index.search(vectors, depth)
+    with tempfile.TemporaryDirectory(prefix="raykd-mining-") as tmp:
+        _, folder = corpus_embeddings(model_path, str(corpus_path),
+                                      student_options=student_options,
+                                      cache_dir=cache_dir or tmp, concurrency=concurrency,
+                                      num_gpus=num_gpus, batch_size=batch_size, load=False)
+        qids = list(queries)
+        if not qids:
+            return {}
+        ids = search_store(folder, model_path, [queries[q] for q in qids], depth,
+                           student_options=student_options, index_kind=index_kind,
+                           batch_size=batch_size, num_gpus=num_gpus)
     return {q: list(row) for q, row in zip(qids, ids, strict=True)}
 
 

@@ -1,0 +1,165 @@
+"""Ray Tune sweeps: space syntax, validation before any trial, and a real 4-trial ASHA sweep."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from raykd.errors import ConfigError
+from raykd.tune.space import as_overrides, grid_trials, parse_space, random_trials
+from raykd.tune.sweep import SweepOptions, plan_sweep
+
+
+def toy_sweep_data(root) -> str:
+    """The toy BEIR set with 24 dev queries (3 per topic), so the dev probe is fine-grained."""
+    from conftest import write_toy_beir
+
+    root = Path(write_toy_beir(root, queries_per_topic=8))
+    rows = {"dev": [], "train": []}
+    for line in (root / "qrels" / "dev.tsv").read_text().splitlines()[1:]:
+        rows["dev"].append(line)
+    for line in (root / "qrels" / "train.tsv").read_text().splitlines()[1:]:
+        q = int(line.split("\t")[0].rsplit("-q", 1)[1])
+        rows["dev" if q in (2, 3) else "train"].append(line)
+    for split, lines in rows.items():
+        (root / "qrels" / f"{split}.tsv").write_text(
+            "\n".join(["query-id\tcorpus-id\tscore", *lines]) + "\n")
+    return str(root)
+
+
+def write_base_recipe(path: Path, dataset: str, encoder: str, storage: Path, uri: str) -> Path:
+    import yaml
+
+    recipe = {
+        "name": "toy-ckl", "method": "ckl", "storage": str(storage),
+        "student": {"model": encoder, "pooling": "mean", "similarity": "dot",
+                    "passage_max_length": 24, "query_max_length": 12},
+        "stages": [{
+            "name": "distill", "teacher": {"kind": "bm25"},
+            "data": {"dataset": dataset, "split": "train", "negatives_from": "bm25",
+                     "depth": 10, "num_negatives": 3},
+            "loss": {"name": "ckl", "params": {"gamma": 2.0, "alpha": 1.0, "temperature": 1.0}},
+            "train": {"batch_size": 4, "max_steps": 8, "lr": 1e-3, "log_every": 4},
+            "eval": {"split": "dev", "k": 10}}],
+        "tracking": {"tracking_uri": uri, "experiment": "sweeps"},
+    }
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return path
+
+
+def test_space_syntax_cli_and_yaml():
+    """Guards the documented domains: choice/uniform/loguniform/randint, constants, YAML
+    lists and mappings, and override text that reads back as the same float."""
+    dims = parse_space(["loss.params.temperature=choice:[0.5,1,2]",
+                        "train.lr=loguniform:1e-5:1e-4", "train.seed=7"],
+                       {"loss.params.gamma": [1, 2], "data.num_negatives": {"randint": [3, 8]}})
+    kinds = {d.field: d.kind for d in dims}
+    assert kinds == {"loss.params.gamma": "choice", "data.num_negatives": "randint",
+                     "loss.params.temperature": "choice", "train.lr": "loguniform",
+                     "train.seed": "choice"}
+    samples = random_trials(dims, 20, seed=3)
+    assert samples == random_trials(dims, 20, seed=3)  # seeded
+    assert all(1e-5 <= s["train.lr"] <= 1e-4 and 3 <= s["data.num_negatives"] < 8
+               for s in samples)
+    assert as_overrides({"train.lr": 1e-05}) == ["train.lr=1.0e-05"]
+    from raykd.config import parse_value
+
+    assert parse_value(as_overrides({"x": 1e-05})[0].split("=")[1]) == 1e-05
+    with pytest.raises(ConfigError, match="grid search takes choices only"):
+        grid_trials(dims)
+    with pytest.raises(ConfigError, match="space.train.lr"):
+        parse_space(["train.lr=loguniform:0:1e-4"])
+    with pytest.raises(ConfigError, match="unknown domain 'normal'"):
+        parse_space([], {"train.lr": {"normal": [0, 1]}})
+
+
+def test_a_bad_sampled_field_fails_before_any_trial(tmp_path, toy_beir_dir, tiny_encoder_dir):
+    """Guards eager validation: every planned trial goes through the recipe validation; the
+    error names the field and the trial, and nothing is written."""
+    recipe = write_base_recipe(tmp_path / "r.yaml", toy_beir_dir, tiny_encoder_dir,
+                               tmp_path / "out", "sqlite:///" + str(tmp_path / "m.db"))
+    dims = parse_space(["train.batch_size=choice:[4,0]"])
+    with pytest.raises(ConfigError, match=r"stages\.0\.train\.batch_size.*trial 1"):
+        plan_sweep(SweepOptions(recipe=str(recipe), name="bad", dims=dims))
+    dims = parse_space(["loss.params.temperature=uniform:-1:2"])
+    with pytest.raises(ConfigError, match="temperature"):
+        plan_sweep(SweepOptions(recipe=str(recipe), name="bad", dims=dims, search="random"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_four_trial_asha_sweep_shares_the_cache_and_its_best_recipe_reruns(
+        ray_local, mlflow_server, tmp_path, tiny_encoder_dir, tmp_path_factory):
+    """Guards the sweep end to end on real Ray, Tune, Train and MLflow: 4 grid trials over a
+    temperature and a loss weight, ASHA on the dev probe stops at least one early (trial 0
+    learns fastest, trials run one at a time, so a weaker later trial is cut at a rung); no
+    trial scores a teacher pair (the warm-up scored each once into the shared cache); one MLflow
+    parent run with a nested child per trial; the best recipe reruns through the CKL job."""
+    from mlflow.tracking import MlflowClient
+
+    from raykd.cli import run_job
+    from raykd.tune.sweep import run_sweep
+
+    dataset = toy_sweep_data(tmp_path_factory.mktemp("toy_sweep"))
+    storage = tmp_path / "out"
+    recipe = write_base_recipe(tmp_path / "toy.yaml", dataset, tiny_encoder_dir, storage,
+                               mlflow_server)
+    # trial 0 keeps the contrastive term and a sharp teacher; the others weaken one or both
+    dims = parse_space(["loss.params.temperature=choice:[1,20]",
+                        "loss.params.alpha=choice:[1,0]"])
+    options = SweepOptions(recipe=str(recipe), name="toy", dims=dims, search="grid",
+                           probe_every=1, probe_depth=10, probe_queries=None, grace_period=1,
+                           reduction_factor=2, max_concurrent=1, trial_cpus=1,
+                           teacher_concurrency=1)
+    summary = run_sweep(plan_sweep(options), echo=lambda line: None)
+    metric = summary["metric"]
+    rows = summary["trials"]
+    assert len(rows) == 4 and not [r for r in rows if r["status"] == "error"], rows
+
+    # ASHA: at least one trial stopped before the last probe, and completed ones ran all 8
+    stopped = [r for r in rows if r["status"] == "stopped"]
+    completed = [r for r in rows if r["status"] == "completed"]
+    assert stopped, [(r["trial"], r["history"]) for r in rows]
+    assert completed and all(r["iterations"] == summary["max_probes"] == 8 for r in completed)
+    assert all(r["iterations"] < summary["max_probes"] for r in stopped)
+
+    # one shared cache: the warm-up scored every pair once, the trials read them all
+    (warm,) = summary["warm_up"].values()
+    assert warm["scoring"][0]["pairs_scored"] > 0
+    assert summary["cache_after"] == summary["cache_before"]
+    for row in completed:
+        assert row["pairs_scored"] == 0 and row["pairs_cached"] == warm["scoring"][0]["pairs"]
+    assert len(list((storage / "candidates").glob("train-bm25-*"))) == 1
+
+    # MLflow: a parent run, one nested child per trial with its values and probe history
+    client = MlflowClient(mlflow_server)
+    exp = client.get_experiment_by_name("sweeps")
+    (parent,) = client.search_runs([exp.experiment_id], "tags.`raykd.kind` = 'sweep'")
+    children = client.search_runs([exp.experiment_id],
+                                  f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    assert sorted(c.data.tags["raykd.run"] for c in children) == [f"toy-t0{i}" for i in range(4)]
+    for child in children:
+        row = next(r for r in rows if r["trial"] == child.data.tags["raykd.run"])
+        assert child.data.params["trial.loss.params.temperature"] == str(
+            row["values"]["loss.params.temperature"])
+        assert child.data.tags["sweep.status"] == row["status"]
+        history = client.get_metric_history(child.info.run_id, "probe/nDCG_at_10")
+        assert [m.value for m in sorted(history, key=lambda m: m.step)] == pytest.approx(
+            row["history"])
+    assert parent.data.metrics[f"best/{metric.replace('@', '_at_')}"] == pytest.approx(
+        summary["best"][metric])
+
+    # the best recipe is a plain recipe with the base budget and evaluation, and it reruns
+    best = Path(summary["best"]["recipe"])
+    assert best.exists()
+    result = run_job("CKL", "ckl.yaml", ["--recipe", str(best)])
+    assert result["stages"][0]["steps"] == 8 and "nDCG@10" in result["test"]
+    saved = json.loads((storage / "toy-best" / "results.json").read_text())
+    assert saved["recipe"] == "toy-best"
+    from raykd.config import load_recipe
+
+    params = load_recipe(best).stages[0].loss.params
+    assert params["temperature"] == summary["best"]["values"]["loss.params.temperature"]
+    assert params["alpha"] == summary["best"]["values"]["loss.params.alpha"]
+    assert load_recipe(best).stages[0].eval.split == "dev"  # the base evaluation, not the trials'

@@ -1,0 +1,270 @@
+"""A real two-node Ray cluster on 127.0.0.1 (`ray start --head` + `ray start --address`), jobs
+submitted through the Ray Jobs CLI, outputs on a `file://` storage URI (the pyarrow URI code
+path: Ray Train checkpoints and MLflow artefacts written there directly, the driver's files
+synced through a local mirror), and stop / resubmit resuming from a checkpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+RAY = str(BIN / "ray")
+
+
+def _free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def _env(**extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
+    env.update(PATH=f"{BIN}:{env.get('PATH', '')}", RAY_USAGE_STATS_ENABLED="0",
+               HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
+               # bound to 127.0.0.1 and the same with or without a token in ~/.ray
+               RAY_AUTH_MODE="disabled")
+    env.update(extra)
+    return env
+
+
+def _node_args(ports: list[int]) -> list[str]:
+    """Every port a node binds, chosen free, so that other Ray instances on this machine (on
+    the default ports) are never touched."""
+    agent, grpc, runtime_env, metrics = ports
+    return ["--node-ip-address=127.0.0.1", f"--dashboard-agent-listen-port={agent}",
+            f"--dashboard-agent-grpc-port={grpc}", f"--runtime-env-agent-port={runtime_env}",
+            f"--metrics-export-port={metrics}", "--num-gpus=0", "--disable-usage-stats",
+            "--block"]
+
+
+def _get_json(url: str):
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return json.loads(response.read())
+
+
+def _stop(procs: list[subprocess.Popen], temp_dir: str) -> None:
+    """Scoped teardown: signal the process groups of our own `ray start --block` processes
+    (never `ray stop`, which ends every Ray on the machine), then anything left that runs
+    under our temp dir."""
+    for proc in procs:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if temp_dir in cmdline:
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except OSError:
+                pass
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """`ray start --head` (3 CPUs) plus a second node with `ray start --address` (2 CPUs), on
+    free ports and a temp dir of their own; yields the dashboard (Jobs API) address."""
+    temp_dir = tempfile.mkdtemp(prefix="rkd-", dir="/tmp")  # short: Ray's unix sockets
+    gcs, dashboard, client, *rest = _free_ports(11)
+    logs = Path(temp_dir) / "launch"
+    logs.mkdir()
+    procs = []
+    try:
+        procs.append(subprocess.Popen(
+            [RAY, "start", "--head", f"--port={gcs}", f"--dashboard-port={dashboard}",
+             "--dashboard-host=127.0.0.1", "--include-dashboard=true",
+             f"--ray-client-server-port={client}", "--num-cpus=3", f"--temp-dir={temp_dir}",
+             *_node_args(rest[:4])],
+            env=_env(), start_new_session=True, stdout=open(logs / "head.log", "w"),
+            stderr=subprocess.STDOUT))
+        url = f"http://127.0.0.1:{dashboard}"
+        _wait(lambda: _get_json(f"{url}/api/version"), 120, "the head's dashboard",
+              logs / "head.log")
+        procs.append(subprocess.Popen(
+            # its own temp dir: two nodes on one machine must not share runtime_resources
+            # (a node's runtime-env agent deletes the packages only the other one uses)
+            [RAY, "start", f"--address=127.0.0.1:{gcs}", "--num-cpus=2",
+             f"--temp-dir={temp_dir}/w",
+             *_node_args(rest[4:8])],
+            env=_env(), start_new_session=True, stdout=open(logs / "worker.log", "w"),
+            stderr=subprocess.STDOUT))
+
+        def two_nodes():
+            nodes = _get_json(f"{url}/api/v0/nodes")["data"]["result"]["result"]
+            return sum(n["state"] == "ALIVE" for n in nodes) == 2 or None
+
+        _wait(two_nodes, 120, "the second node", logs / "worker.log")
+        yield url
+    finally:
+        _stop(procs, temp_dir)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _wait(probe, timeout: float, what: str, log: Path | None = None):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            value = probe()
+            if value:
+                return value
+        except (OSError, KeyError, ValueError):
+            pass
+        time.sleep(0.5)
+    tail = log.read_text()[-3000:] if log and log.exists() else ""
+    raise TimeoutError(f"{what} not ready in {timeout:.0f}s\n{tail}")
+
+
+def _jobs(address: str, *args: str, check: bool = True) -> str:
+    command, *rest = args  # --address before any `--` entrypoint
+    out = subprocess.run([RAY, "job", command, "--address", address, *rest], env=_env(), cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    if check and out.returncode != 0:
+        raise RuntimeError(f"ray job {' '.join(args)}: {out.stdout[-2000:]}{out.stderr[-2000:]}")
+    return out.stdout + out.stderr
+
+
+def _submit(address: str, recipe: Path, storage: str, mirror: Path, job_id: str) -> None:
+    """`ray job submit --working-dir .` of jobs/adam.py on the recipe (the repository travels,
+    .venv and outputs stay behind)."""
+    runtime_env = {"env_vars": {"RAYKD_LOCAL_DIR": str(mirror)}}
+    _jobs(address, "submit", "--no-wait", "--submission-id", job_id, "--working-dir", ".",
+          "--runtime-env-json", json.dumps(runtime_env), "--",
+          "python", "jobs/adam.py", "--recipe", str(recipe), "--storage", storage)
+
+
+def _status(address: str, job_id: str) -> str:
+    from ray.job_submission import JobSubmissionClient
+
+    return str(JobSubmissionClient(address).get_job_status(job_id).value)
+
+
+def _wait_job(address: str, job_id: str, want: str, timeout: float = 600) -> str:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        status = _status(address, job_id)
+        if status in ("STOPPED", "SUCCEEDED", "FAILED"):
+            break
+        time.sleep(1)
+    from ray.job_submission import JobSubmissionClient
+
+    logs = JobSubmissionClient(address).get_job_logs(job_id)
+    assert status == want, f"job {job_id} is {status}, not {want}:\n{logs[-5000:]}"
+    return logs
+
+
+def _recipe(path: Path, name: str, toy_beir_dir: str, tiny_encoder_dir: str, tracking: str,
+            max_steps: int, checkpoint_every: int) -> Path:
+    recipe = {
+        "name": name, "method": "adam", "test_split": None,
+        "teacher_concurrency": 1, "teacher_corpus_store": False,
+        "student": {"model": tiny_encoder_dir, "pooling": "mean", "similarity": "dot",
+                    "passage_max_length": 24, "query_max_length": 12},
+        "tracking": {"tracking_uri": tracking, "experiment": "cluster"},
+        "stages": [{
+            "name": "distill",
+            "teacher": {"kind": "bm25"},
+            "data": {"dataset": toy_beir_dir, "split": "train", "negatives_from": "bm25",
+                     "depth": 10, "num_negatives": 3},
+            "dark": {"enabled": True, "k": 1},
+            "loss": {"name": "adam", "params": {"rho": 0.5}},
+            "train": {"num_workers": 1, "batch_size": 4, "max_steps": max_steps, "lr": 1e-3,
+                      "log_every": 1, "checkpoint_every": checkpoint_every},
+            "eval": {"split": "dev", "k": 10},
+        }],
+    }
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def _steps(logs: str, stage: str) -> list[int]:
+    return [int(s) for s in re.findall(rf"\[raykd\] {stage} step (\d+)/", logs)]
+
+
+def test_jobs_on_a_two_node_cluster_with_uri_storage(ray_cluster, toy_beir_dir,
+                                                     tiny_encoder_dir, tmp_path):
+    """Guards running on a cluster: a submitted job reaches SUCCEEDED with its checkpoints,
+    scores and MLflow artefacts under the storage URI and its run in MLflow; a job stopped
+    with `ray job stop` after a checkpoint, resubmitted under the same name with an empty
+    local mirror, resumes from the URI at its checkpoint's step, not at step 0."""
+    from mlflow.tracking import MlflowClient
+
+    store = tmp_path / "store"
+    storage = store.as_uri()  # file:///...: resolved through pyarrow.fs, as s3:// would be
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mirror = tmp_path / "mirror"
+
+    # 1. A quick job, submitted and run to the end.
+    quick = _recipe(tmp_path / "quick.yaml", "quick", toy_beir_dir, tiny_encoder_dir,
+                    tracking, max_steps=4, checkpoint_every=2)
+    _submit(ray_cluster, quick, storage, mirror, "raykd-quick")
+    logs = _wait_job(ray_cluster, "raykd-quick", "SUCCEEDED")
+    assert "[raykd] quick: 1 stage(s)" in logs
+    assert _steps(logs, "distill")[-1] == 4
+    assert list((store / "quick" / "train").glob("quick-distill/checkpoint_*"))
+    assert (store / "quick" / "stages" / "00-distill" / "done.json").exists()
+    assert (store / "quick" / "student" / "config.json").exists()
+    assert list((store / "score_cache").glob("bm25-*/bucket=*/part-*.parquet"))
+    client = MlflowClient(tracking)
+    experiment = client.get_experiment_by_name("cluster")
+    assert experiment.artifact_location == (store / "mlartifacts").as_uri()
+    runs = client.search_runs([experiment.experiment_id], "tags.`raykd.run` = 'quick'")
+    parent = next(r for r in runs if r.data.tags["raykd.stage"] == "")
+    child = next(r for r in runs if r.data.tags["raykd.stage"] == "distill")
+    assert parent.info.status == child.info.status == "FINISHED"
+    assert "dev/nDCG_at_10" in child.data.metrics
+    assert child.data.tags["lineage.score_cache"] == f"{storage}/score_cache"
+    assert [m.step for m in client.get_metric_history(child.info.run_id, "train/loss")] == \
+        [1, 2, 3, 4]
+    assert list((store / "mlartifacts").glob("*/artifacts/student/config.json"))
+
+    # 2. A longer job, stopped after its first checkpoint, then resubmitted.
+    long = _recipe(tmp_path / "long.yaml", "long", toy_beir_dir, tiny_encoder_dir, tracking,
+                   max_steps=120, checkpoint_every=4)
+    _submit(ray_cluster, long, storage, mirror, "raykd-long-1")
+    train_dir = store / "long" / "train" / "long-distill"
+    _wait(lambda: list(train_dir.glob("checkpoint_*/*")), 600, "a checkpoint of the long job")
+    _jobs(ray_cluster, "stop", "raykd-long-1")
+    first = _wait_job(ray_cluster, "raykd-long-1", "STOPPED", timeout=60)
+    stopped_at = max(_steps(first, "distill"))
+    assert 4 <= stopped_at < 120
+    shutil.rmtree(mirror)  # the resubmission sees only the URI, as on another node
+
+    _submit(ray_cluster, long, storage, mirror, "raykd-long-2")
+    second = _wait_job(ray_cluster, "raykd-long-2", "SUCCEEDED")
+    assert "storage: pulled" in second
+    resumed = _steps(second, "distill")
+    assert resumed[-1] == 120
+    assert resumed[0] > 4 and resumed[0] % 4 == 1, \
+        f"resubmission started at step {resumed[0]}, not after a checkpoint"
+    runs = client.search_runs([experiment.experiment_id], "tags.`raykd.run` = 'long'")
+    child = next(r for r in runs if r.data.tags["raykd.stage"] == "distill")
+    steps = {m.step for m in client.get_metric_history(child.info.run_id, "train/loss")}
+    assert steps >= set(range(resumed[0], 121)) and 1 in steps  # one MLflow run, both halves
+    assert next(r for r in runs if r.data.tags["raykd.stage"] == "").info.status == "FINISHED"

@@ -167,8 +167,8 @@ def warm_up(plan: SweepPlan, echo: Callable[[str], None] = print) -> dict:
         recipe = _validate(o, values, "warm-up")
         stage = recipe.stages[0]
         key = stable_hash({"student": recipe.student.model_dump(mode="json"),
-                           **stage.model_dump(mode="json",
-                                              include={"data", "teacher", "dark", "loss"})})
+                           "loss": stage.loss.name,
+                           **stage.model_dump(mode="json", include={"data", "teacher", "dark"})})
         if key in done:
             continue
         warm = recipe.model_copy(update={"name": f"{o.name}-warmup-{key[:8]}"})
@@ -295,7 +295,7 @@ def run_sweep(plan: SweepPlan, echo: Callable[[str], None] = print) -> dict:
                                   verbose=1))
     try:
         grid = tuner.fit()
-        rows = _trial_rows(plan, grid, ctx, metric)
+        rows = _trial_rows(plan, grid, ctx, metric, max_t)
         summary = _finish(plan, rows, warm, before, metric, max_t, parent)
     except BaseException:
         if parent is not None:
@@ -306,7 +306,8 @@ def run_sweep(plan: SweepPlan, echo: Callable[[str], None] = print) -> dict:
     return summary
 
 
-def _trial_rows(plan: SweepPlan, grid, ctx: SweepContext, metric: str) -> list[dict]:
+def _trial_rows(plan: SweepPlan, grid, ctx: SweepContext, metric: str, max_t: int
+                ) -> list[dict]:
     rows = []
     storage = Path(plan.base.storage).resolve()
     for result in grid:
@@ -318,14 +319,17 @@ def _trial_rows(plan: SweepPlan, grid, ctx: SweepContext, metric: str) -> list[d
         history = result.metrics_dataframe
         values_seen = [] if history is None or metric not in history else [
             float(v) for v in history[metric].dropna()]
+        iterations = int(result.metrics.get("training_iteration", 0) or 0)
+        # ASHA stops every trial at max_t, so 'completed' is: every probe reported
         status = ("error" if result.error is not None else
-                  "completed" if record and record.get("completed") else "stopped")
+                  "completed" if iterations >= max_t or (record and record.get("completed"))
+                  else "stopped")
         rows.append({"trial": name, "values": values, "status": status,
-                     "iterations": int(result.metrics.get("training_iteration", 0) or 0),
+                     "iterations": iterations,
                      "step": result.metrics.get("step"), metric: result.metrics.get(metric),
                      "history": values_seen,
-                     "pairs_scored": record["pairs_scored"] if record else None,
-                     "pairs_cached": record["pairs_cached"] if record else None,
+                     "pairs_scored": result.metrics.get("teacher/pairs_scored"),
+                     "pairs_cached": result.metrics.get("teacher/pairs_cached"),
                      "error": str(result.error)[:500] if result.error is not None else None})
     return sorted(rows, key=lambda r: r["trial"])
 
@@ -376,6 +380,5 @@ def _log_sweep(parent, summary: dict, trials_file: Path, metric: str) -> None:
         client.set_tag(run_id, "sweep.status", row["status"])
         if row[metric] is not None:
             parent.log_metrics({f"final/{metric}": row[metric]}, run_id=run_id)
-        if row["status"] != "completed":
-            client.set_terminated(run_id, status="KILLED" if row["status"] == "stopped"
-                                  else "FAILED")
+        client.set_terminated(run_id, status={"completed": "FINISHED", "stopped": "KILLED"}.get(
+            row["status"], "FAILED"))

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import ray
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from raykd.config import load_recipe
@@ -58,6 +59,7 @@ class ProbeReportCallback(TuneReportCallback):
     def __init__(self, metric: str, tracking_uri: str | None = None, run_id: str | None = None):
         super().__init__()
         self.metric, self.tracking_uri, self.run_id = metric, tracking_uri, run_id
+        self.scoring: list[dict] = []  # the driver's scoring reports, filled before training
         self._client = None
 
     def __getstate__(self):
@@ -66,7 +68,9 @@ class ProbeReportCallback(TuneReportCallback):
     def after_report(self, run_context, metrics, checkpoint) -> None:
         if not metrics or self.metric not in metrics[0]:
             return
-        super().after_report(run_context, metrics, None)
+        counters = {f"teacher/{k}": sum(r[k] for r in self.scoring)
+                    for k in ("pairs_scored", "pairs_cached")}
+        super().after_report(run_context, [{**metrics[0], **counters}], None)
         if self.run_id is None:
             return
         from mlflow.entities import Metric
@@ -108,26 +112,48 @@ def _trial_run(ctx: SweepContext, name: str, values: dict) -> str | None:
 
 
 def run_trial(config: dict, context: dict) -> None:
-    """The Tune trainable: validate, run the recipe, leave `trial.json` in its run folder."""
-    from raykd.train.driver import RecipeRunner
+    """The Tune trainable: validate, then run the recipe outside the trial's placement group.
 
+    Tune schedules a trial with `placement_group_capture_child_tasks=True`, so every plain
+    `.remote()` of the driver (fingerprints, mining, scoring actors) would have to fit the
+    trial's token bundle. The recipe runs in a task with the DEFAULT strategy instead; its
+    Ray Train workers and actors reserve their own resources. The probe callback is made here,
+    in the Tune session, and travels with the task."""
     ctx = SweepContext(**context)
     label, values = ctx.values(config)
     name = trial_name(ctx.sweep, label)
     recipe = load_recipe(ctx.recipe_path, [*ctx.overrides, *as_overrides(values),
                                            f"name={name}"])
     run_id = _trial_run(ctx, name, values)
-    runner = RecipeRunner(recipe, train_callbacks=[ProbeReportCallback(ctx.metric,
-                                                                       ctx.tracking_uri, run_id)],
-                          worker_extra={"dev_probe": ctx.probe} if ctx.probe else None)
+    callback = ProbeReportCallback(ctx.metric, ctx.tracking_uri, run_id)
+    task = _run_recipe.options(scheduling_strategy="DEFAULT")
+    ray.get(task.remote(recipe.model_dump(mode="json"), values, callback, ctx.probe))
+
+
+def _remote_run_recipe(raw: dict, values: dict, callback, probe: dict) -> None:
+    """Run the trial's recipe with the probe; leave `trial.json` in its run folder."""
+    from raykd.config import recipe_from_dict
+    from raykd.runtime import offline_models
+    from raykd.train.driver import RecipeRunner
+
+    offline_models()
+    recipe = recipe_from_dict(raw)
+    runner = RecipeRunner(recipe, train_callbacks=[callback],
+                          worker_extra={"dev_probe": probe} if probe else None)
+    # The same list: the trainer (and this callback with it) is pickled after teacher scoring,
+    # so every report carries this trial's scoring counters to Tune.
+    callback.scoring = runner.scoring
     start = time.perf_counter()
     summary = runner.run()
-    record = {"name": name, "values": values, "completed": True,
+    record = {"name": recipe.name, "values": values, "completed": True,
               "steps": [s["steps"] for s in summary["stages"]],
               "pairs_scored": sum(r["pairs_scored"] for r in runner.scoring),
               "pairs_cached": sum(r["pairs_cached"] for r in runner.scoring),
               "seconds": time.perf_counter() - start}
     Path(recipe.run_dir(), TRIAL_FILE).write_text(json.dumps(record, indent=2) + "\n")
+
+
+_run_recipe = ray.remote(num_cpus=0, max_retries=0)(_remote_run_recipe)
 
 
 def read_trial(run_dir: str | Path) -> dict | None:

@@ -96,7 +96,16 @@ def read_bytes(fs: pafs.FileSystem, path: str) -> bytes | None:
 
 def list_files(fs: pafs.FileSystem, folder: str, prefix: str = "", suffix: str = "") -> list[str]:
     """Sorted full paths of the plain files in `folder` (none when it does not exist)."""
-    infos = fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
+    for attempt in range(5):
+        try:
+            infos = fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
+            break
+        except FileNotFoundError:
+            # pyarrow's local listing races another process creating `folder` (it fails to
+            # open it, then finds it exists and raises): the folder is new, so list it again.
+            if attempt == 4:
+                raise
+            time.sleep(0.01 * (attempt + 1))
     return sorted(i.path for i in infos if i.type == pafs.FileType.File
                   and i.base_name.startswith(prefix) and i.base_name.endswith(suffix))
 

@@ -84,17 +84,18 @@ class StudentSpec(Spec):
 
     def options(self) -> dict:
         """Keyword overrides for the student's `from_pretrained` (unset fields keep the
-        model's own)."""
+        model's own); `trust_remote_code` only when the recipe turns it on."""
+        remote = {"trust_remote_code": True} if self.trust_remote_code else {}
         if self.kind == "late_interaction":
             keys = ("similarity", "projection_dim", "num_layers", "query_max_length",
                     "passage_max_length")
             flags = {k: getattr(self, k) for k in ("query_augmentation", "mask_punctuation")
                      if k in self.model_fields_set}
             return {**{k: getattr(self, k) for k in keys if getattr(self, k) is not None},
-                    **flags}
+                    **flags, **remote}
         keys = ("pooling", "similarity", "scale", "shared", "num_layers", "query_max_length",
                 "passage_max_length")
-        return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
+        return {**{k: getattr(self, k) for k in keys if getattr(self, k) is not None}, **remote}
 
 
 TeacherKind = Literal["cross_encoder", "bi_encoder", "late_interaction", "bm25", "ensemble",

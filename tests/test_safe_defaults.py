@@ -305,3 +305,14 @@ def test_test_suite_mlflow_server_binds_to_localhost():
     """The suite's own MLflow server (tests/conftest.py) listens on 127.0.0.1 only."""
     text = (ROOT / "tests" / "conftest.py").read_text()
     assert '"--host", "127.0.0.1"' in text and "0.0.0.0" not in text
+
+
+def test_a_recipe_that_trusts_remote_code_passes_it_to_the_student_loader():
+    """Guards the one opt-in: `student.trust_remote_code: true` reaches `from_pretrained`
+    (and is absent, so False, otherwise)."""
+    from raykd.config import StudentSpec
+
+    assert "trust_remote_code" not in StudentSpec().options()
+    assert StudentSpec(trust_remote_code=True).options()["trust_remote_code"] is True
+    late = StudentSpec(kind="late_interaction", trust_remote_code=True)
+    assert late.options()["trust_remote_code"] is True

@@ -439,10 +439,11 @@ class RecipeRunner:
         check = scale_check(student, _iter_scored(str(scored)))
         if not check["groups"]:
             return
+        advice = ("" if 0.5 <= check["ratio"] <= 2.0 else
+                  "; far from 1: tune the teacher's weights or temperature on dev")
         self.echo(f"[raykd] scale: student margin {check['student_margin']:.3f}, teacher "
                   f"margin {check['teacher_margin']:.3f} (ratio {check['ratio']:.2f}) on "
-                  f"{check['groups']} groups; far from 1, tune the teacher's weights or "
-                  f"temperature on dev")
+                  f"{check['groups']} groups{advice}")
         self.tracker.log_metrics({k: v for k, v in check.items() if k != "groups"},
                                  prefix="teacher/scale_")
 

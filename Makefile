@@ -29,7 +29,7 @@ $(STAMP): pyproject.toml Makefile
 	touch $@
 
 run: $(STAMP)
-	$(BIN)/python jobs/evaluate.py
+	$(BIN)/python jobs/adam.py
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -364,9 +364,9 @@ def _check_training(ray_local, tmp_path, encoder, steps, every, kills):
 
 def test_training_survives_a_worker_sigkill(ray_local, tmp_path, deterministic_encoder):
     """Guards FailureConfig + checkpoints under a real process death: a Ray Train worker is
-    SIGKILLed at a seeded random step of a 100-step DDP run (checkpoints every 10); the run
-    restores, ends at step 100, and matches an undisturbed run with the same seed exactly."""
-    _check_training(ray_local, tmp_path, deterministic_encoder, steps=100, every=10, kills=1)
+    SIGKILLed at a seeded random step of a 60-step DDP run (checkpoints every 10); the run
+    restores, ends at step 60, and matches an undisturbed run with the same seed exactly."""
+    _check_training(ray_local, tmp_path, deterministic_encoder, steps=60, every=10, kills=1)
 
 
 @pytest.mark.slow

@@ -245,26 +245,29 @@ def test_jobs_on_a_two_node_cluster_with_uri_storage(ray_cluster, toy_beir_dir,
     assert list((store / "mlartifacts").glob("*/artifacts/student/config.json"))
 
     # 2. A longer job, stopped after its first checkpoint, then resubmitted.
+    # Long enough that `ray job stop` lands well before the end (a checkpoint every 4 steps
+    # costs seconds; the stop follows the first one), short enough to keep the suite fast.
+    total = 48
     long = _recipe(tmp_path / "long.yaml", "long", toy_beir_dir, tiny_encoder_dir, tracking,
-                   max_steps=120, checkpoint_every=4)
+                   max_steps=total, checkpoint_every=4)
     _submit(ray_cluster, long, storage, mirror, "raykd-long-1")
     train_dir = store / "long" / "train" / "long-distill"
     _wait(lambda: list(train_dir.glob("checkpoint_*/*")), 600, "a checkpoint of the long job")
     _jobs(ray_cluster, "stop", "raykd-long-1")
     first = _wait_job(ray_cluster, "raykd-long-1", "STOPPED", timeout=60)
     stopped_at = max(_steps(first, "distill"))
-    assert 4 <= stopped_at < 120
+    assert 4 <= stopped_at < total
     shutil.rmtree(mirror)  # the resubmission sees only the URI, as on another node
 
     _submit(ray_cluster, long, storage, mirror, "raykd-long-2")
     second = _wait_job(ray_cluster, "raykd-long-2", "SUCCEEDED")
     assert "storage: pulled" in second
     resumed = _steps(second, "distill")
-    assert resumed[-1] == 120
+    assert resumed[-1] == total
     assert resumed[0] > 4 and resumed[0] % 4 == 1, \
         f"resubmission started at step {resumed[0]}, not after a checkpoint"
     runs = client.search_runs([experiment.experiment_id], "tags.`raykd.run` = 'long'")
     child = next(r for r in runs if r.data.tags["raykd.stage"] == "distill")
     steps = {m.step for m in client.get_metric_history(child.info.run_id, "train/loss")}
-    assert steps >= set(range(resumed[0], 121)) and 1 in steps  # one MLflow run, both halves
+    assert steps >= set(range(resumed[0], total + 1)) and 1 in steps  # one MLflow run, both halves
     assert next(r for r in runs if r.data.tags["raykd.stage"] == "").info.status == "FINISHED"

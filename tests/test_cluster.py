@@ -252,11 +252,14 @@ def test_jobs_on_a_two_node_cluster_with_uri_storage(ray_cluster, toy_beir_dir,
                    max_steps=total, checkpoint_every=4)
     _submit(ray_cluster, long, storage, mirror, "raykd-long-1")
     train_dir = store / "long" / "train" / "long-distill"
-    _wait(lambda: list(train_dir.glob("checkpoint_*/*")), 600, "a checkpoint of the long job")
+    # Two checkpoint folders: the first is then complete and registered by Ray Train (a
+    # folder that is still being uploaded is not a checkpoint to resume from).
+    _wait(lambda: len({p.parent for p in train_dir.glob("checkpoint_*/*")}) >= 2, 600,
+          "two checkpoints of the long job")
     _jobs(ray_cluster, "stop", "raykd-long-1")
     first = _wait_job(ray_cluster, "raykd-long-1", "STOPPED", timeout=60)
     stopped_at = max(_steps(first, "distill"))
-    assert 4 <= stopped_at < total
+    assert 8 <= stopped_at < total
     shutil.rmtree(mirror)  # the resubmission sees only the URI, as on another node
 
     _submit(ray_cluster, long, storage, mirror, "raykd-long-2")

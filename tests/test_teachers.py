@@ -358,6 +358,8 @@ def test_factory_registry_covers_every_kind_and_builds_recursively(tmp_path, tin
     """Guards the registry (no if-chains) against a kind the config allows but nobody builds,
     a bm25 teacher without corpus statistics, and ensembles whose members are not built."""
     assert set(TEACHER_BUILDERS) == set(typing.get_args(TeacherKind))
+    with pytest.raises(ConfigError, match="scores in-batch during training"):
+        build_teacher(TeacherSpec(kind="collective", model=tiny_encoder_dir))
     with pytest.raises(ConfigError, match="corpus_path"):
         build_teacher(TeacherSpec(kind="bm25"))
 

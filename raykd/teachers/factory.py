@@ -95,6 +95,14 @@ def _precomputed(spec: TeacherSpec, corpus_path: str | None) -> Teacher:
     return PrecomputedTeacher(spec.path, spec.format)
 
 
+@register_teacher("collective")
+def _collective(spec: TeacherSpec, corpus_path: str | None) -> Teacher:
+    raise ConfigError("teacher.kind", "a collective teacher scores in-batch during training "
+                                      "(its PRF expansions exist for the training queries "
+                                      "only); use it with the `collective` loss, not to score "
+                                      "candidate lists")
+
+
 def build_teacher(spec: TeacherSpec, corpus_path: str | None = None) -> Teacher:
     """The teacher a spec describes; `corpus_path` feeds BM25 statistics (also in ensembles)."""
     try:

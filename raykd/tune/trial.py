@@ -70,7 +70,11 @@ class ProbeReportCallback(TuneReportCallback):
             return
         counters = {f"teacher/{k}": sum(r[k] for r in self.scoring)
                     for k in ("pairs_scored", "pairs_cached")}
+        # MLflow first: once Tune has the report, ASHA may stop the trial at once.
+        self._log_probe(metrics[0])
         super().after_report(run_context, [{**metrics[0], **counters}], None)
+
+    def _log_probe(self, metrics: dict) -> None:
         if self.run_id is None:
             return
         from mlflow.entities import Metric
@@ -78,8 +82,8 @@ class ProbeReportCallback(TuneReportCallback):
 
         if self._client is None:
             self._client = MlflowClient(self.tracking_uri)
-        step, stamp = int(metrics[0].get("step", 0)), int(time.time() * 1000)
-        value = numeric_metrics({self.metric: metrics[0][self.metric]})
+        step, stamp = int(metrics.get("step", 0)), int(time.time() * 1000)
+        value = numeric_metrics({self.metric: metrics[self.metric]})
         try:
             self._client.log_batch(self.run_id, metrics=[Metric(k, v, stamp, step)
                                                          for k, v in value.items()])

@@ -147,8 +147,11 @@ def test_four_trial_asha_sweep_shares_the_cache_and_its_best_recipe_reruns(
             row["values"]["loss.params.temperature"])
         assert child.data.tags["sweep.status"] == row["status"]
         history = client.get_metric_history(child.info.run_id, "probe/nDCG_at_10")
-        assert [m.value for m in sorted(history, key=lambda m: m.step)] == pytest.approx(
-            row["history"])
+        logged = [m.value for m in sorted(history, key=lambda m: m.step)]
+        # Every probe Tune saw is in MLflow; a stopped trial may log one more, measured
+        # between ASHA's decision and the trial's end.
+        assert logged[:len(row["history"])] == pytest.approx(row["history"])
+        assert len(row["history"]) <= len(logged) <= len(row["history"]) + 1
     assert parent.data.metrics[f"best/{metric.replace('@', '_at_')}"] == pytest.approx(
         summary["best"][metric])
 

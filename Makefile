@@ -32,7 +32,7 @@ run: $(STAMP)
 	$(BIN)/python jobs/adam.py
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=25
 
 test-full: $(STAMP)
 	$(BIN)/python -m pytest -q -m "slow or not slow"

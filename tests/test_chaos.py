@@ -1,7 +1,7 @@
 """Chaos: scoring actors killed with ``ray.kill`` and training workers killed with SIGKILL at
 seeded random points; the runs complete with exactly-once scores and an exact resume.
 
-CI runs the reduced budget (a few thousand pairs with 2 kills; 100 training steps with 1
+CI runs the reduced budget (a few thousand pairs with 2 kills; 30 training steps with 1
 kill). The full budget (20k pairs with 5 kills; 300 steps with 3 kills) is marked ``slow``:
 ``make test-full`` or ``pytest -m slow tests/test_chaos.py``.
 """
@@ -9,7 +9,6 @@ kill). The full budget (20k pairs with 5 kills; 300 steps with 3 kills) is marke
 from __future__ import annotations
 
 import functools
-import json
 import os
 import random
 import signal
@@ -21,6 +20,7 @@ import numpy as np
 import psutil
 import pytest
 import torch
+from steplog import StepLog
 
 from raykd.config import Stage
 from raykd.data.groups import write_groups_jsonl
@@ -252,31 +252,6 @@ def dev_loss(student_path: str, groups: list[dict]) -> float:
                                       pos_mask=batch.pos_mask, valid_mask=batch.valid_mask))
 
 
-class StepLog:
-    """Controller callback: one JSON line per report (step, loss, whether it checkpointed)."""
-
-    def __init__(self, path):
-        self.path = str(path)
-
-    def callback(self):
-        from ray.train import UserCallback
-
-        path = self.path
-
-        class _Log(UserCallback):
-            def after_report(self, run_context, metrics, checkpoint):
-                with open(path, "a") as f:
-                    f.write(json.dumps({"step": metrics[0]["step"], "loss": metrics[0]["loss"],
-                                        "ckpt": checkpoint is not None}) + "\n")
-        return _Log()
-
-    def entries(self) -> list[dict]:
-        if not os.path.exists(self.path):
-            return []
-        with open(self.path) as f:
-            return [json.loads(line) for line in f if line.strip()]
-
-
 def train_workers() -> list[int]:
     """Pids of this test process's own Ray Train worker processes (descendants only)."""
     out = []
@@ -364,9 +339,9 @@ def _check_training(ray_local, tmp_path, encoder, steps, every, kills):
 
 def test_training_survives_a_worker_sigkill(ray_local, tmp_path, deterministic_encoder):
     """Guards FailureConfig + checkpoints under a real process death: a Ray Train worker is
-    SIGKILLed at a seeded random step of a 60-step DDP run (checkpoints every 10); the run
-    restores, ends at step 60, and matches an undisturbed run with the same seed exactly."""
-    _check_training(ray_local, tmp_path, deterministic_encoder, steps=60, every=10, kills=1)
+    SIGKILLed at a seeded random step of a 30-step DDP run (checkpoints every 5); the run
+    restores, ends at step 30, and matches an undisturbed run with the same seed exactly."""
+    _check_training(ray_local, tmp_path, deterministic_encoder, steps=30, every=5, kills=1)
 
 
 @pytest.mark.slow

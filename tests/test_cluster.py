@@ -1,7 +1,8 @@
 """A real two-node Ray cluster on 127.0.0.1 (`ray start --head` + `ray start --address`), jobs
 submitted through the Ray Jobs CLI, outputs on a `file://` storage URI (the pyarrow URI code
 path: Ray Train checkpoints and MLflow artefacts written there directly, the driver's files
-synced through a local mirror), and stop / resubmit resuming from a checkpoint."""
+synced through a local mirror), and stop / resubmit resuming from a checkpoint (marked
+``slow``: ``make test-full``)."""
 
 from __future__ import annotations
 
@@ -207,20 +208,21 @@ def _steps(logs: str, stage: str) -> list[int]:
     return [int(s) for s in re.findall(rf"\[raykd\] {stage} step (\d+)/", logs)]
 
 
-def test_jobs_on_a_two_node_cluster_with_uri_storage(ray_cluster, toy_beir_dir,
-                                                     tiny_encoder_dir, tmp_path):
-    """Guards running on a cluster: a submitted job reaches SUCCEEDED with its checkpoints,
-    scores and MLflow artefacts under the storage URI and its run in MLflow; a job stopped
-    with `ray job stop` after a checkpoint, resubmitted under the same name with an empty
-    local mirror, resumes from the URI at its checkpoint's step, not at step 0."""
+def _storage(tmp_path: Path) -> tuple[Path, str, str, Path]:
+    """The store folder, its file:// URI (resolved through pyarrow.fs, as s3:// would be), an
+    MLflow tracking URI and the job's local mirror."""
+    store = tmp_path / "store"
+    return store, store.as_uri(), f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "mirror"
+
+
+def test_a_submitted_job_runs_on_a_two_node_cluster_with_uri_storage(
+        ray_cluster, toy_beir_dir, tiny_encoder_dir, tmp_path):
+    """Guards running on a cluster: a job submitted with `ray job submit` reaches SUCCEEDED
+    with its checkpoints, scores and MLflow artefacts under the storage URI and its run in
+    MLflow."""
     from mlflow.tracking import MlflowClient
 
-    store = tmp_path / "store"
-    storage = store.as_uri()  # file:///...: resolved through pyarrow.fs, as s3:// would be
-    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    mirror = tmp_path / "mirror"
-
-    # 1. A quick job, submitted and run to the end.
+    store, storage, tracking, mirror = _storage(tmp_path)
     quick = _recipe(tmp_path / "quick.yaml", "quick", toy_beir_dir, tiny_encoder_dir,
                     tracking, max_steps=4, checkpoint_every=2)
     _submit(ray_cluster, quick, storage, mirror, "raykd-quick")
@@ -244,7 +246,16 @@ def test_jobs_on_a_two_node_cluster_with_uri_storage(ray_cluster, toy_beir_dir,
         [1, 2, 3, 4]
     assert list((store / "mlartifacts").glob("*/artifacts/student/config.json"))
 
-    # 2. A longer job, stopped after its first checkpoint, then resubmitted.
+
+@pytest.mark.slow
+def test_a_stopped_job_resumes_from_its_uri_checkpoint(ray_cluster, toy_beir_dir,
+                                                       tiny_encoder_dir, tmp_path):
+    """Guards resuming on a cluster: a job stopped with `ray job stop` after a checkpoint,
+    resubmitted under the same name with an empty local mirror, resumes from the URI at its
+    checkpoint's step, not at step 0, in the same MLflow run."""
+    from mlflow.tracking import MlflowClient
+
+    store, storage, tracking, mirror = _storage(tmp_path)
     # Long enough that `ray job stop` lands well before the end (a checkpoint every 4 steps
     # costs seconds; the stop follows the first one), short enough to keep the suite fast.
     total = 48
@@ -269,6 +280,8 @@ def test_jobs_on_a_two_node_cluster_with_uri_storage(ray_cluster, toy_beir_dir,
     assert resumed[-1] == total
     assert resumed[0] > 4 and resumed[0] % 4 == 1, \
         f"resubmission started at step {resumed[0]}, not after a checkpoint"
+    client = MlflowClient(tracking)
+    experiment = client.get_experiment_by_name("cluster")
     runs = client.search_runs([experiment.experiment_id], "tags.`raykd.run` = 'long'")
     child = next(r for r in runs if r.data.tags["raykd.stage"] == "distill")
     steps = {m.step for m in client.get_metric_history(child.info.run_id, "train/loss")}

@@ -218,6 +218,7 @@ def test_collective_teacher_adds_weighted_expansion_terms(tiny_encoder_dir, tmp_
             assert float(got[b, col]) == pytest.approx(float(expected), rel=1e-4, abs=1e-3)
 
 
+@pytest.mark.slow
 def test_collective_kd_recipe_runs_end_to_end(ray_local, toy_beir_dir, tiny_encoder_dir,
                                               tmp_path):
     """Guards the CollectiveKD stage: negatives from the teacher's own ranking (never a labelled

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import random
 
 import pytest
 import torch
+from steplog import StepLog
 
 from raykd.config import Stage
 from raykd.losses import build_loss
@@ -59,29 +59,6 @@ def dataset_loss(student_path: str, groups: list[dict], loss_name: str = "kl") -
         scores = Scorer(model, False, 0, 1).scores(q, p, batch)
         return float(loss(student=scores, teacher=batch.teacher, pos_mask=batch.pos_mask,
                           valid_mask=batch.valid_mask))
-
-
-class StepLog:
-    """Controller callback that records reported steps (and which carried a checkpoint)."""
-
-    def __init__(self, path):
-        self.path = str(path)
-
-    def callback(self):
-        from ray.train import UserCallback
-
-        path = self.path
-
-        class _Log(UserCallback):
-            def after_report(self, run_context, metrics, checkpoint):
-                with open(path, "a") as f:
-                    f.write(json.dumps({"step": metrics[0]["step"],
-                                        "ckpt": checkpoint is not None}) + "\n")
-        return _Log()
-
-    def entries(self) -> list[dict]:
-        with open(self.path) as f:
-            return [json.loads(line) for line in f]
 
 
 def fit(ray_local, tmp_path, stage, student_dir, groups, name, **worker):

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import logging
 import sys
 import time
 from pathlib import Path
@@ -82,11 +81,8 @@ def load_spec(args) -> TeacherSpec:
 
 
 def print_diagnostics(out_dir: Path, temperature: float) -> None:
-    try:
-        from raykd.teachers.diagnostics import log_diagnostics, teacher_diagnostics
-    except ImportError:
-        return
     from raykd.data.groups import iter_groups_parquet
+    from raykd.teachers.diagnostics import format_diagnostics, teacher_diagnostics
 
     groups = (g for path in sorted(out_dir.glob("shard-*.parquet"))
               for g in iter_groups_parquet(path))
@@ -96,9 +92,7 @@ def print_diagnostics(out_dir: Path, temperature: float) -> None:
         print(f"  diagnostics: {err}")
         return
     (out_dir / "diagnostics.yaml").write_text(yaml.safe_dump(stats, sort_keys=False))
-    quiet = logging.getLogger("raykd.jobs.score_teacher.diagnostics")
-    quiet.disabled = True  # printed below, not logged twice
-    print(log_diagnostics(stats, quiet))
+    print(format_diagnostics(stats))
 
 
 def main(argv=None):

@@ -22,6 +22,7 @@ _LAZY = {
     "register_teacher": "raykd.teachers.factory",
     "TEACHER_BUILDERS": "raykd.teachers.factory",
     "teacher_diagnostics": "raykd.teachers.diagnostics",
+    "format_diagnostics": "raykd.teachers.diagnostics",
     "log_diagnostics": "raykd.teachers.diagnostics",
 }
 

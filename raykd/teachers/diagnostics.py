@@ -138,9 +138,9 @@ def _fmt(value) -> str:
     return "n/a" if value is None else f"{value:.4g}"
 
 
-def log_diagnostics(stats: Mapping, logger: logging.Logger | None = None) -> str:
-    """Log (at INFO) and return a compact summary of `teacher_diagnostics` output."""
-    text = (
+def format_diagnostics(stats: Mapping) -> str:
+    """A compact, multi-line summary of `teacher_diagnostics` output."""
+    return (
         f"teacher diagnostics [{stats['verdict']}] groups={stats['num_groups']} "
         f"scores={stats['num_scores']} T={stats['temperature']:g}\n"
         f"  scores mean={_fmt(stats['mean'])} std={_fmt(stats['std'])} "
@@ -153,6 +153,11 @@ def log_diagnostics(stats: Mapping, logger: logging.Logger | None = None) -> str
         f"top1_positive={_fmt(stats['top1_positive_rate'])}\n"
         f"  {stats['message']}"
     )
+
+
+def log_diagnostics(stats: Mapping, logger: logging.Logger | None = None) -> str:
+    """Log (at INFO) and return `format_diagnostics(stats)`."""
+    text = format_diagnostics(stats)
     (logger or _log).info(text)
     return text
 

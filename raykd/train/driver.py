@@ -417,14 +417,14 @@ class RecipeRunner:
         if stage.teacher is None:
             raise ConfigError(f"stages.{stage.name}.teacher",
                               f"loss '{stage.loss.name}' needs a teacher")
-        from raykd.teachers.diagnostics import log_diagnostics, teacher_diagnostics
+        from raykd.teachers.diagnostics import format_diagnostics, teacher_diagnostics
 
         scored = out / "scored"
         report = self._score(stage, candidates, scored)
         temperature = float(stage.loss.params.get("temperature",
                             stage.loss.params.get("teacher_temperature", 1.0)))
         stats = teacher_diagnostics(_iter_scored(scored), temperature=temperature)
-        self.echo("[raykd] " + log_diagnostics(stats))
+        self.echo("[raykd] " + format_diagnostics(stats))
         self.tracker.log_metrics({k: v for k, v in stats.items()
                                   if isinstance(v, (int, float))}, prefix="teacher/")
         self._scale_check(index, student_in, scored)

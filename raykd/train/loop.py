@@ -6,6 +6,7 @@ import copy
 import json
 import math
 import os
+import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -153,9 +154,11 @@ def train_loop_per_worker(raw_config: dict) -> None:
                 if probe is not None:
                     metrics.update(probe.measure(student))
         if rank == 0:  # progress for whoever watches the job's log
+            # To the process's real stdout: Ray Train's patched print would both tee it and
+            # log it, and the job's log would show every line twice.
             print(f"[raykd] {stage.name} step {state.step}/{cfg.total_steps} "
                   f"loss {metrics['loss']:.4f} lr {metrics['lr']:.2e} "
-                  f"{metrics['queries_per_s']:.1f} queries/s", flush=True)
+                  f"{metrics['queries_per_s']:.1f} queries/s", file=sys.__stdout__, flush=True)
         if not checkpoint_now:
             ray.train.report(metrics)
         else:

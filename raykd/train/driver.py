@@ -17,6 +17,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from raykd.config import Recipe, Stage, dump_recipe, recipe_from_dict
@@ -475,8 +476,9 @@ class RecipeRunner:
         from raykd.data.ray_datasets import groups_dataset
 
         dataset = groups_dataset(train_path).random_shuffle(seed=stage.train.seed).materialize()
-        lengths = dataset.map_batches(_list_lengths, batch_format="numpy")
-        num_groups, list_size = lengths.count(), int(lengths.max("m"))
+        lengths = np.concatenate([b["m"] for b in dataset.map_batches(
+            _list_lengths, batch_format="numpy").iter_batches(batch_format="numpy")])
+        num_groups, list_size = len(lengths), int(lengths.max())  # one pass over the data
         steps_per_epoch, total = plan_steps(num_groups, stage)
         worker = WorkerConfig(
             stage=stage.model_dump(mode="json"), student_path=str(student_in),
@@ -541,7 +543,6 @@ class RecipeRunner:
             staged = []
         if not self.tracker.enabled or not staged:
             return
-        import numpy as np
 
         from raykd.negatives.candidates import mine_negatives
         from raykd.students import BiEncoder

@@ -89,6 +89,30 @@ def test_a_bad_sampled_field_fails_before_any_trial(tmp_path, toy_beir_dir, tiny
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("space", sorted(
+    p.name for p in (Path(__file__).parents[1] / "jobs" / "spaces").glob("*.yaml")))
+def test_bundled_space_files_plan_and_every_trial_carries_its_values(space):
+    """Guards the shipped sweeps: each space file parses, plans at least 8 trials, and each
+    trial's recipe holds its swept values (on every stage) and the trial-only budget."""
+    from raykd.tune.cli import build_parser, options_from_args
+    from raykd.tune.sweep import _validate
+
+    root = Path(__file__).parents[1]
+    args = build_parser().parse_args(["--space", str(root / "jobs" / "spaces" / space)])
+    plan = plan_sweep(options_from_args(args))
+    assert len(plan.trials) >= 8
+    assert len({tuple(sorted(t.items())) for t in plan.trials}) == len(plan.trials)
+    for i, values in enumerate(plan.trials):
+        recipe = _validate(plan.options, values, str(i)).model_dump(mode="json")
+        for field, value in values.items():
+            for stage in recipe["stages"]:
+                node = stage
+                for key in field.split("."):
+                    node = node[key]
+                assert node == pytest.approx(value), (space, i, field)
+        assert all(stage["train"]["max_steps"] == 24 for stage in recipe["stages"])
+
+
 def test_four_trial_asha_sweep_shares_the_cache_and_its_best_recipe_reruns(
         ray_local, mlflow_server, tmp_path, tiny_encoder_dir, tmp_path_factory):
     """Guards the sweep end to end on real Ray, Tune, Train and MLflow: 4 grid trials over a

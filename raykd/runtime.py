@@ -28,7 +28,11 @@ def local_cpus() -> int:
 
 def init_ray(num_cpus: int | None = None):
     """Connect to the cluster in RAY_ADDRESS when set (e.g. under `ray job submit`), else start
-    a local Ray with `local_cpus()` logical CPUs; no dashboard is started locally."""
+    a local Ray with `local_cpus()` logical CPUs and its dashboard on 127.0.0.1 only.
+
+    The dashboard serves Ray's State API, which Ray Train needs to free the placement group of
+    a run whose controller died (a Tune trial that ASHA stops): without it each stopped trial
+    keeps its CPUs reserved, and a sweep hangs once they are all taken."""
     import ray
 
     offline_models()
@@ -46,6 +50,6 @@ def init_ray(num_cpus: int | None = None):
     else:
         # address="local": never attach by accident to a cluster that `ray start` left on
         # this machine; connecting is what RAY_ADDRESS is for.
-        ray.init(address="local", num_cpus=num_cpus or local_cpus(), include_dashboard=False,
-                 runtime_env={"env_vars": env_vars})
+        ray.init(address="local", num_cpus=num_cpus or local_cpus(), include_dashboard=True,
+                 dashboard_host="127.0.0.1", runtime_env={"env_vars": env_vars})
     return ray

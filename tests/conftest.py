@@ -26,11 +26,19 @@ settings.load_profile("full" if os.environ.get("RAYKD_FUZZ_EXAMPLES") else "ci")
 
 @pytest.fixture(scope="session")
 def ray_local():
-    """A real local Ray instance shared by the whole session (4 logical CPUs on 2 cores)."""
+    """A real local Ray instance shared by the whole session (4 logical CPUs on 2 cores), with
+    its dashboard on 127.0.0.1 as `raykd.runtime.init_ray` starts it (Ray Train frees a dead
+    controller's placement group through the State API it serves)."""
+    import socket
+
     import ray
 
     if not ray.is_initialized():
-        ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        ray.init(address="local", num_cpus=4, include_dashboard=True,
+                 dashboard_host="127.0.0.1", dashboard_port=port, log_to_driver=False)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     yield ray

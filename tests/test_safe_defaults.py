@@ -246,9 +246,10 @@ def test_score_cache_ignores_pickled_extension_metadata(tmp_path):
 # ------------------------------------------------------------------ servers
 
 
-def test_local_ray_starts_no_dashboard(monkeypatch):
-    """raykd.runtime.init_ray on a laptop starts Ray without a dashboard (so nothing listens
-    beyond Ray's own ports), and under RAY_ADDRESS only connects (starts no server)."""
+def test_local_ray_binds_its_dashboard_to_loopback(monkeypatch):
+    """raykd.runtime.init_ray on a laptop starts Ray's dashboard on 127.0.0.1 only (nothing
+    listens on other interfaces beyond Ray's own ports), and under RAY_ADDRESS only connects
+    (starts no server)."""
     import ray
 
     from raykd import runtime
@@ -259,7 +260,7 @@ def test_local_ray_starts_no_dashboard(monkeypatch):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     runtime.init_ray(num_cpus=2)
     local = calls[-1]
-    assert local.get("include_dashboard") is False or local.get("dashboard_host") == "127.0.0.1"
+    assert local.get("dashboard_host") == "127.0.0.1"
     monkeypatch.setenv("RAY_ADDRESS", "ray://head:10001")
     runtime.init_ray()
     remote = calls[-1]

@@ -1,8 +1,9 @@
 """Chaos: scoring actors killed with ``ray.kill`` and training workers killed with SIGKILL at
 seeded random points; the runs complete with exactly-once scores and an exact resume.
 
-CI runs the reduced budget (a few thousand pairs with 2 kills; 30 training steps with 1
-kill). The full budget (20k pairs with 5 kills; 300 steps with 3 kills) is marked ``slow``:
+CI runs the scoring chaos at a reduced budget (a few thousand pairs with 2 kills). The training
+chaos (30 steps with 1 SIGKILL, and 300 steps with 3) and the full scoring budget (20k pairs
+with 5 kills) are marked ``slow`` (``tests/test_train.py`` restores a failed worker in CI):
 ``make test-full`` or ``pytest -m slow tests/test_chaos.py``.
 """
 
@@ -337,6 +338,7 @@ def _check_training(ray_local, tmp_path, encoder, steps, every, kills):
     assert finals[0] < 0.9 * before, (before, finals)  # it did learn
 
 
+@pytest.mark.slow
 def test_training_survives_a_worker_sigkill(ray_local, tmp_path, deterministic_encoder):
     """Guards FailureConfig + checkpoints under a real process death: a Ray Train worker is
     SIGKILLed at a seeded random step of a 30-step DDP run (checkpoints every 5); the run

@@ -32,6 +32,7 @@ import logging
 import math
 import os
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -343,7 +344,8 @@ def _train_worker(config: dict) -> None:
                 if rank == 0:
                     print(f"[train_teacher] step {step}/{total} epoch {epoch} "
                           f"loss {row['loss']:.4f} (ce {row['ce']:.4f}, kl {row['kl']:.4f}) "
-                          f"lr {row['lr']:.2e} {row['seconds']:.0f}s", flush=True)
+                          f"lr {row['lr']:.2e} {row['seconds']:.0f}s", file=sys.__stdout__,
+                          flush=True)  # the real stdout: Ray Train's print would show it twice
                 if step < total:
                     ray.train.report({k: v for k, v in row.items()})
             if step >= total:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -139,23 +138,10 @@ def test_four_trial_asha_sweep_shares_the_cache_and_its_best_recipe_reruns(
                            probe_every=1, probe_depth=10, probe_queries=None, grace_period=1,
                            reduction_factor=2, max_concurrent=1, trial_cpus=1,
                            teacher_concurrency=1)
-    before = set(ray_local.util.placement_group_table())
     summary = run_sweep(plan_sweep(options), echo=lambda line: None)
     metric = summary["metric"]
     rows = summary["trials"]
     assert len(rows) == 4 and not [r for r in rows if r["status"] == "error"], rows
-
-    # No trial keeps a placement group: those of trials ASHA stopped are freed too (Ray Train
-    # does it through the State API), else their CPUs stay reserved and a longer sweep hangs.
-    def held():
-        table = ray_local.util.placement_group_table()
-        return {k: v["bundles"] for k, v in table.items()
-                if k not in before and v["state"] != "REMOVED"}
-
-    deadline = time.time() + 60
-    while held() and time.time() < deadline:
-        time.sleep(1)
-    assert not held(), held()
 
     # ASHA: at least one trial stopped before the last probe, and completed ones ran all 8
     stopped = [r for r in rows if r["status"] == "stopped"]

@@ -62,12 +62,23 @@ ROWS = [
                 "jobs/contrastive.py", "contrastive-scifact"),
     _recipe_row("margin-mse", "Margin-MSE", "jobs/margin_mse.py", "margin-mse-scifact"),
     _recipe_row("ckl", "CKL (contrastively weighted KL)", "jobs/ckl.py", "ckl-scifact"),
-    _recipe_row("prod-tp", "PROD, teacher-progressive only", "jobs/prod.py", "prod-scifact",
-                "stages.2.repeat=0"),
     _recipe_row("prod", "PROD, teacher- and data-progressive", "jobs/prod.py", "prod-scifact"),
+    # The ablation without the data-progressive stage is the same run's student before that
+    # stage (what `jobs/prod.py stages.2.repeat=0` trains, with the same seeds), evaluated on
+    # test: a paired comparison, free of run-to-run noise in the shared stages. Run after `prod`.
+    Row("prod-tp", "PROD, teacher-progressive only (the prod run before its data stage)",
+        ("jobs/evaluate.py", "--model", "outputs/prod-scifact/stages/01-tpd-ensemble/student",
+         "--split", "test", "--query-max-length", "64", "--out", "outputs/table-prod-tp"),
+        "outputs/table-prod-tp/metrics.json"),
     _recipe_row("collective-kd", "CollectiveKD (late interaction, PRF teacher)",
                 "jobs/collective_kd.py", "collective-kd-scifact"),
     _recipe_row("adam", "ADAM (dark examples + self-paced)", "jobs/adam.py", "adam-scifact"),
+    # The ADAM sweep's best values on dev (jobs/spaces/adam_scifact.yaml: lr 5e-5, temperature
+    # and CE weight at their defaults), at the shared budget and on every train query.
+    _recipe_row("adam-tuned", "ADAM, tuned on dev (lr 5e-5)", "jobs/adam.py", "adam-scifact",
+                "train.lr=5e-5"),
+    _recipe_row("adam-tuned-all", "ADAM, tuned on dev, all 709 train queries (89 steps)",
+                "jobs/adam.py", "adam-scifact", "train.lr=5e-5", "data.max_queries=null"),
     _recipe_row("adam-no-dark", "ADAM without dark examples", "jobs/adam.py", "adam-scifact",
                 "dark.enabled=false"),
     _recipe_row("adam-no-sp", "ADAM without self-paced selection", "jobs/adam.py",

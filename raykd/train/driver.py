@@ -328,7 +328,8 @@ class RecipeRunner:
             out.mkdir(parents=True, exist_ok=True)
             rows = ({k: v for k, v in groups[q].items() if k != "teacher_scores"} for q in keep)
             write_groups_parquet(target, rows)
-        self.echo(f"[raykd] data-progressive: {len(keep)} confusing queries of {len(queries)}")
+        self.echo(f"[raykd] data-progressive: {len(keep)} confusing queries of the "
+                  f"{len(groups)} with candidates ({len(queries)} in the split)")
         if not keep:
             raise RuntimeError(f"stage '{stage.name}': no confusing query left to train on")
         return str(out)

@@ -70,6 +70,12 @@ ROWS = [
         ("jobs/evaluate.py", "--model", "outputs/prod-scifact/stages/01-tpd-ensemble/student",
          "--split", "test", "--query-max-length", "64", "--out", "outputs/table-prod-tp"),
         "outputs/table-prod-tp/metrics.json"),
+    Row("collective-zero-shot", "MiniLM zero-shot as a late-interaction model (CollectiveKD's "
+        "student before training)",
+        ("jobs/evaluate.py", "--late-interaction", "--similarity", "l2", "--mask-punctuation",
+         "--query-max-length", "64", "--split", "test",
+         "--out", "outputs/table-collective-zero-shot"),
+        "outputs/table-collective-zero-shot/metrics.json"),
     _recipe_row("collective-kd", "CollectiveKD (late interaction, PRF teacher)",
                 "jobs/collective_kd.py", "collective-kd-scifact"),
     _recipe_row("adam", "ADAM (dark examples + self-paced)", "jobs/adam.py", "adam-scifact"),

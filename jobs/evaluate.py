@@ -4,6 +4,8 @@
     python jobs/evaluate.py --model bm25                 # BM25 baseline
     python jobs/evaluate.py --model outputs/adam/student --split dev
     python jobs/evaluate.py --data /path/to/beir/nfcorpus --split test --rel 1
+    python jobs/evaluate.py --late-interaction --similarity l2 --mask-punctuation \
+        --query-max-length 64                            # MiniLM token vectors, MaxSim
 
 Prints a metrics table and writes `run.trec` and `metrics.json` to `--out`.
 """
@@ -20,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from raykd.data.beir import BeirDataset  # noqa: E402
 from raykd.datasets import scifact_dir  # noqa: E402
 from raykd.eval.retrieval import bm25_retrieval, dense_retrieval, format_table  # noqa: E402
+from raykd.index.late_interaction import late_interaction_retrieval  # noqa: E402
 from raykd.runtime import init_ray, setup_logging  # noqa: E402
 from raykd.students import resolve_model  # noqa: E402
 
@@ -38,6 +41,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--concurrency", type=int, default=2, help="encoder actors")
     p.add_argument("--num-gpus", type=float, default=0.0, help="GPUs per encoder actor")
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--late-interaction", action="store_true",
+                   help="score by MaxSim over token vectors (faiss over the corpus tokens, then "
+                        "exact MaxSim), as CollectiveKD's student, instead of one vector a text")
+    p.add_argument("--similarity", choices=("cosine", "l2", "dot"), default=None,
+                   help="late interaction: token similarity (default: the model's own)")
+    p.add_argument("--mask-punctuation", action="store_true",
+                   help="late interaction: drop punctuation tokens from passages")
     p.add_argument("--embedding-cache", default="outputs/embedding_cache",
                    help="reuse corpus embeddings of the same model ('' to disable)")
     p.add_argument("--out", default=None, help="output folder (default: outputs/evaluate/<name>-<split>)")
@@ -46,6 +56,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    if (args.similarity or args.mask_punctuation) and not args.late_interaction:
+        raise SystemExit("error: --similarity and --mask-punctuation need --late-interaction")
     setup_logging()
     dataset = BeirDataset.from_dir(args.data)
     start = time.perf_counter()
@@ -54,13 +66,22 @@ def main(argv=None) -> dict:
     else:
         init_ray()
         name = "minilm-zero-shot" if args.model == "minilm" else Path(args.model).name
-        result = dense_retrieval(
-            resolve_model(args.model), dataset, args.split, k=args.k,
-            concurrency=args.concurrency, num_gpus=args.num_gpus, batch_size=args.batch_size,
-            index_kind=args.index, rel=args.rel, name=name,
-            cache_dir=args.embedding_cache or None,
-            student_options={"passage_max_length": args.max_length,
-                             "query_max_length": args.query_max_length})
+        options = {"passage_max_length": args.max_length,
+                   "query_max_length": args.query_max_length}
+        common = dict(k=args.k, concurrency=args.concurrency, num_gpus=args.num_gpus,
+                      batch_size=args.batch_size, rel=args.rel,
+                      cache_dir=args.embedding_cache or None)
+        if args.late_interaction:
+            if args.similarity:
+                options["similarity"] = args.similarity
+            if args.mask_punctuation:
+                options["mask_punctuation"] = True
+            result = late_interaction_retrieval(
+                resolve_model(args.model), dataset, args.split, name=f"{name}-late-interaction",
+                student_options=options, **common)
+        else:
+            result = dense_retrieval(resolve_model(args.model), dataset, args.split, name=name,
+                                     index_kind=args.index, student_options=options, **common)
     wall = time.perf_counter() - start
     out = Path(args.out or f"outputs/evaluate/{result.name}-{args.split}")
     result.seconds["wall"] = wall

@@ -83,7 +83,7 @@ ROWS = [
     # and CE weight at their defaults), at the shared budget and on every train query.
     _recipe_row("adam-tuned", "ADAM, tuned on dev (lr 5e-5)", "jobs/adam.py", "adam-scifact",
                 "train.lr=5e-5"),
-    _recipe_row("adam-tuned-all", "ADAM, tuned on dev, all 709 train queries (89 steps)",
+    _recipe_row("adam-tuned-all", "ADAM, tuned on dev, all 709 train queries (88 steps)",
                 "jobs/adam.py", "adam-scifact", "train.lr=5e-5", "data.max_queries=null"),
     _recipe_row("adam-no-dark", "ADAM without dark examples", "jobs/adam.py", "adam-scifact",
                 "dark.enabled=false"),

@@ -292,6 +292,8 @@ def test_evaluate_job_late_interaction_ranks_by_maxsim(ray_local, toy_beir_dir, 
         tiny_encoder_dir, BeirDataset.from_dir(toy_beir_dir), "dev", k=10, concurrency=1,
         cache_dir=cache, student_options={"similarity": "l2", "mask_punctuation": True,
                                           "passage_max_length": 24, "query_max_length": 12}).run
+    # One token index: the job's options, mask_punctuation included, keyed it as these did.
+    assert len([d for d in Path(cache).iterdir() if d.name.startswith("tokens-")]) == 1
     assert late.keys() == expected.keys()
     for qid, scores in expected.items():
         assert set(late[qid]) == set(scores)

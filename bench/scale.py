@@ -206,9 +206,9 @@ def run_size(args, size: int) -> dict:
 
     from raykd.config import recipe_from_dict
     from raykd.negatives import mine_negatives
+    from raykd.pipeline.runner import RecipeRunner
     from raykd.teachers.scoring import score_candidate_groups
     from raykd.teachers.toy import LexicalOverlapTeacher
-    from raykd.train.driver import RecipeRunner
 
     out = Path(args.out).resolve()
     tiny = make_tiny_encoder(out / "tiny_encoder")

@@ -21,8 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from raykd.data.beir import BeirDataset  # noqa: E402
 from raykd.datasets import scifact_dir  # noqa: E402
+from raykd.eval.late_interaction import late_interaction_retrieval  # noqa: E402
 from raykd.eval.retrieval import bm25_retrieval, dense_retrieval, format_table  # noqa: E402
-from raykd.index.late_interaction import late_interaction_retrieval  # noqa: E402
 from raykd.runtime import init_ray, setup_logging  # noqa: E402
 from raykd.students import resolve_model  # noqa: E402
 

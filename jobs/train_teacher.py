@@ -39,7 +39,7 @@ from raykd.eval.rerank import (  # noqa: E402
 )
 from raykd.eval.retrieval import format_table  # noqa: E402
 from raykd.runtime import init_ray, setup_logging  # noqa: E402
-from raykd.teachers.training import (  # noqa: E402
+from raykd.train.cross_encoder import (  # noqa: E402
     make_train_spec,
     mine_training_groups,
     score_training_groups,

@@ -79,7 +79,7 @@ def run_job(description: str, default_recipe: str, argv=None) -> dict:
     if args.print_recipe:
         print(json.dumps(recipe.model_dump(mode="json"), indent=2))
         return {}
-    from raykd.train.driver import RecipeRunner
+    from raykd.pipeline.runner import RecipeRunner
 
     init_ray()
     start = time.perf_counter()

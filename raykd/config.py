@@ -177,6 +177,25 @@ class TeacherSpec(Spec):
         return value
 
 
+class PseudoQuerySpec(Spec):
+    """Queries nobody labelled, made from corpus passages with no model (inverse cloze, see
+    `raykd.data.pseudo_queries`): a sentence (or the title) of a seeded sample of passages,
+    removed from its passage. Used when the stage's `data.queries` is `corpus` or `both`."""
+
+    count: int | None = Field(None, ge=1)  # passages to sample; each gives at most one query
+    rule: Literal["sentence", "first_sentence", "title"] = "sentence"
+    min_words: int = Field(5, ge=1)
+    max_words: int = Field(40, ge=1)
+    seed: int = 13
+
+    @model_validator(mode="after")
+    def _word_bounds(self) -> PseudoQuerySpec:
+        if self.min_words > self.max_words:
+            raise ValueError(f"min_words ({self.min_words}) is above max_words "
+                             f"({self.max_words})")
+        return self
+
+
 class DataSpec(Spec):
     """Which training candidates a stage sees."""
 
@@ -194,6 +213,24 @@ class DataSpec(Spec):
     query_filter: Literal["all", "confusing"] = "all"
     max_queries: int | None = Field(None, ge=1)  # a seeded sample of the split's queries
     seed: int = 13
+    # Which queries: the split's labelled ones, pseudo-queries from the corpus, or both
+    # (their candidates from the same first stage, scored by the same teacher).
+    queries: Literal["labelled", "corpus", "both"] = "labelled"
+    pseudo: PseudoQuerySpec = Field(default_factory=PseudoQuerySpec)
+
+    @model_validator(mode="after")
+    def _pseudo_count(self) -> DataSpec:
+        if self.queries != "labelled" and self.pseudo.count is None:
+            raise ValueError(f"queries={self.queries!r} needs `pseudo.count` (how many corpus "
+                             f"passages to turn into pseudo-queries)")
+        if self.queries != "labelled" and self.query_filter == "confusing":
+            raise ValueError("query_filter='confusing' needs labelled queries (the teacher "
+                             "must rank a labelled positive first); use queries=labelled")
+        return self
+
+    def labelled_key(self) -> dict:
+        """The settings that shape the labelled candidates (the query source excluded)."""
+        return self.model_dump(mode="json", exclude={"queries", "pseudo"})
 
     @field_validator("window")
     @classmethod
@@ -290,6 +327,18 @@ class Stage(Spec):
     train: TrainSpec = Field(default_factory=TrainSpec)
     eval: EvalSpec = Field(default_factory=EvalSpec)
     repeat: int = Field(1, ge=0)  # rounds of this stage; 0 leaves it out (an ablation)
+
+    @model_validator(mode="after")
+    def _unlabelled_queries_need_a_label_free_loss(self) -> Stage:
+        if self.data.queries == "labelled":
+            return self
+        from raykd.losses import build_loss
+
+        if build_loss(self.loss.name, **self.loss.params)._requires_positive():
+            raise ValueError(f"data.queries={self.data.queries!r} adds queries without a "
+                             f"labelled positive, which loss '{self.loss.name}' needs; use "
+                             f"`kl` (with `positive_margin` for the labelled ones)")
+        return self
 
 
 class TrackingSpec(Spec):

@@ -61,3 +61,8 @@ def file_sha256(path: str | Path) -> str:
     """sha256 of a file's bytes (memoised per path, size and modification time)."""
     stat = Path(path).stat()
     return _file_sha256(str(Path(path).resolve()), stat.st_size, stat.st_mtime)
+
+
+def text_hash(text: str) -> int:
+    """64-bit hash of a passage text (the embedding store's lookup key)."""
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little")

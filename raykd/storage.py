@@ -22,19 +22,57 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pyarrow.fs as pafs
 
 from raykd.errors import ConfigError
+from raykd.fingerprint import stable_hash
 
 # Written last, so that a reader never sees a marker before the files it vouches for.
 MARKERS = ("done.json", "_mining.yaml", "results.json", "recipe.yaml")
 
 
 def is_uri(path: str | os.PathLike) -> bool:
+    """A filesystem URI (`s3://...`, `file:///...`) rather than a local path."""
     return "://" in os.fspath(path)
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike, *, suffix: str = "") -> Iterator[Path]:
+    """A temporary sibling of `path` to write a file or a folder into, renamed onto `path`
+    when the block succeeds and removed when it fails, so that readers never see half of it.
+    A folder that exists by then (another process finished the same work first) is kept."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}{suffix}")
+    try:
+        yield tmp
+        if not (tmp.is_dir() and path.is_dir()):
+            os.replace(tmp, path)
+    finally:
+        if tmp.is_dir():
+            shutil.rmtree(tmp)
+        elif tmp.exists():
+            tmp.unlink()
+
+
+def cached_artifact(root: str | os.PathLike, name: str, key, build: Callable[[Path], object],
+                    *, marker: str) -> tuple[Path, bool]:
+    """The folder `root/<name>-<hash of key>`, built once: `build(folder)` runs unless
+    `folder/marker` exists, and must leave that marker (written last) behind. Returns the
+    folder and whether this call built it."""
+    folder = Path(root) / f"{name}-{stable_hash(key)}"
+    if (folder / marker).exists():
+        return folder, False
+    build(folder)
+    if not (folder / marker).exists():
+        raise RuntimeError(f"building {folder} left no {marker}")
+    return folder, True
 
 
 def mirror_dir(root: str) -> Path:

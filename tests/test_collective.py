@@ -228,8 +228,8 @@ def test_collective_kd_recipe_runs_end_to_end(ray_local, toy_beir_dir, tiny_enco
     import pyarrow.parquet as pq
 
     from raykd.data.beir import BeirDataset
+    from raykd.pipeline.runner import RecipeRunner
     from raykd.students.late_interaction import LateInteractionEncoder
-    from raykd.train.driver import RecipeRunner
 
     li, stage = _tiny_collective_stage(toy_beir_dir, tiny_encoder_dir)
     recipe = recipe_from_dict({"name": "ckd", "storage": str(tmp_path / "out"),
@@ -272,8 +272,8 @@ def test_evaluate_job_late_interaction_ranks_by_maxsim(ray_local, toy_beir_dir, 
     import importlib.util
 
     from raykd.data.beir import BeirDataset
+    from raykd.eval.late_interaction import late_interaction_retrieval
     from raykd.eval.metrics import read_trec_run
-    from raykd.index.late_interaction import late_interaction_retrieval
 
     spec = importlib.util.spec_from_file_location(
         "evaluate_job", Path(__file__).resolve().parents[1] / "jobs" / "evaluate.py")

@@ -14,9 +14,31 @@ RECIPES = sorted((Path(__file__).resolve().parents[1] / "jobs" / "recipes").glob
 
 @pytest.mark.parametrize("path", RECIPES, ids=[p.stem for p in RECIPES])
 def test_bundled_recipes_validate(path):
-    """Guards the shipped recipes: each one loads and names a known loss."""
+    """Guards the shipped recipes: every stage's loss builds, a loss that needs teacher scores
+    has a teacher, and that teacher builds (models from the bundled files, BM25 over the
+    stage's corpus) with a fingerprint that names its kind; an in-batch loss's teacher is one
+    that can score online."""
+    from raykd.data.beir import BeirDataset
+    from raykd.losses import build_loss
+    from raykd.students import resolve_model
+    from raykd.teachers.factory import build_teacher
+    from raykd.train.online_teacher import ONLINE_TEACHERS
+
     recipe = load_recipe(path)
-    assert recipe.stages and recipe.name
+    assert recipe.stages
+    for stage in recipe.stages:
+        loss = build_loss(stage.loss.name, **stage.loss.params)
+        if getattr(loss, "needs_teacher", False):
+            assert stage.teacher is not None, f"{path.name}: stage {stage.name} has no teacher"
+        if stage.teacher is None:
+            continue
+        if getattr(loss, "in_batch", False):  # scored in the training step, by an online teacher
+            assert stage.teacher.kind in ONLINE_TEACHERS, f"{path.name}: {stage.teacher.kind}"
+            assert Path(resolve_model(stage.teacher.model)).is_dir()
+            continue
+        corpus = BeirDataset.from_dir(stage.data.dataset_dir()).corpus_path
+        teacher = build_teacher(stage.teacher, str(corpus))
+        assert teacher.fingerprint.startswith(stage.teacher.kind)
 
 
 def test_overrides_reach_every_stage_or_one(tmp_path):
@@ -73,7 +95,7 @@ def test_dump_and_reload_round_trip(tmp_path):
 def test_repeat_zero_leaves_a_stage_out():
     """Guards the ablation switch: `stages.N.repeat=0` drops that stage from the run, and a
     recipe with nothing left to run is refused."""
-    from raykd.train.driver import RecipeRunner
+    from raykd.pipeline.runner import RecipeRunner
 
     recipe = load_recipe(Path("jobs/recipes/prod.yaml"), ["stages.2.repeat=0"])
     assert [s.name for s in RecipeRunner(recipe).stages] == ["tpd-dense", "tpd-ensemble"]

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from raykd.config import recipe_from_dict
-from raykd.train.driver import RecipeRunner
+from raykd.errors import ConfigError
+from raykd.pipeline.runner import RecipeRunner
 
 
 def tiny_recipe(name, toy_beir_dir, tiny_encoder_dir, storage, stages=None, **extra):
@@ -99,7 +100,7 @@ def test_driver_resumes_at_the_first_unfinished_stage(ray_local, toy_beir_dir,
                         stages=stages, test_split=None)
     assert RecipeRunner(rerun).first_unfinished() == 2
     changed = rerun.model_copy(update={"test_split": "test"})
-    with pytest.raises(Exception, match="test_split"):
+    with pytest.raises(ConfigError, match="test_split"):
         RecipeRunner(changed).run()
 
 

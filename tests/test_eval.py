@@ -122,22 +122,23 @@ def test_corpus_embeddings_are_cached_by_weights_not_path(ray_local, toy_beir, t
     import shutil
 
     import raykd.index.encode as encode
+    from raykd.index.search import corpus_index
     from raykd.students import BiEncoder
 
     cache = str(tmp_path / "emb")
     corpus = str(toy_beir / "corpus.jsonl")
     student = BiEncoder.from_pretrained(tiny_encoder_dir, pooling="mean")
     first_dir = student.save(tmp_path / "a")
-    first = encode.corpus_index(str(first_dir), corpus, cache_dir=cache, concurrency=1)
+    first = corpus_index(str(first_dir), corpus, cache_dir=cache, concurrency=1)
     copy_dir = shutil.copytree(first_dir, tmp_path / "b")
 
     def no_encoding(*args, **kwargs):
         raise AssertionError("the corpus was encoded again")
 
     monkeypatch.setattr(encode, "encode_corpus", no_encoding)
-    again = encode.corpus_index(str(copy_dir), corpus, cache_dir=cache, concurrency=1)
+    again = corpus_index(str(copy_dir), corpus, cache_dir=cache, concurrency=1)
     query = student.encode_queries(["how do cells divide"])
     assert again.search(query, 4)[1] == first.search(query, 4)[1]
     cls_dir = BiEncoder.from_pretrained(str(first_dir), pooling="cls").save(tmp_path / "c")
     with pytest.raises(AssertionError, match="encoded again"):
-        encode.corpus_index(str(cls_dir), corpus, cache_dir=cache, concurrency=1)
+        corpus_index(str(cls_dir), corpus, cache_dir=cache, concurrency=1)

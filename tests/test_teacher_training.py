@@ -13,7 +13,7 @@ from raykd.config import TeacherSpec
 from raykd.data.beir import BeirDataset
 from raykd.data.groups import iter_groups
 from raykd.errors import ConfigError
-from raykd.teachers.training import (
+from raykd.train.cross_encoder import (
     build_lists,
     evaluate_listwise_loss,
     listwise_loss,

@@ -35,7 +35,7 @@ from raykd.data.validation import (
     require_text,
 )
 
-KINDS = ("pos", "neg", "dark_mix", "dark_mask")
+KINDS = ("pos", "neg", "dark_mix", "dark_mask", "source")  # source: a pseudo-query's passage
 REQUIRED_GROUP_FIELDS = ("qid", "query", "pids", "texts", "labels")
 OPTIONAL_GROUP_FIELDS = ("teacher_scores", "kinds", "provenance")
 GROUP_FIELDS = REQUIRED_GROUP_FIELDS + OPTIONAL_GROUP_FIELDS

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import gzip
 import math
-import os
 import re
 import warnings
 import zlib
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import IO, NamedTuple
 
 from raykd.errors import DataError
+from raykd.storage import atomic_path
 
 ON_ERROR_CHOICES = ("raise", "skip")
 
@@ -189,9 +189,7 @@ def open_binary(path) -> IO[bytes]:
 def open_for_write(path, binary: bool = False):
     """Write to ``path`` atomically (temp file then rename); ``.gz`` is compressed (mtime 0)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         if path.suffix == ".gz":
             raw = open(tmp, "wb")
             gz = gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0)
@@ -204,10 +202,6 @@ def open_for_write(path, binary: bool = False):
         else:
             with open(tmp, "wb" if binary else "w", **({} if binary else _TEXT_ARGS)) as handle:
                 yield handle
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 _TEXT_ARGS = {"encoding": "utf-8", "newline": "\n"}

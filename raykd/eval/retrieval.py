@@ -43,7 +43,7 @@ def dense_retrieval(model_path: str, dataset: BeirDataset, split: str = "test", 
                     cache_dir: str | None = None) -> RetrievalResult:
     """Encode the corpus on a Ray Data actor pool (or read it from `cache_dir`), index it
     with faiss, search the split's queries."""
-    from raykd.index.encode import corpus_index
+    from raykd.index.search import corpus_index
     from raykd.students import BiEncoder
 
     timings = {}

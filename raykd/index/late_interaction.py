@@ -28,6 +28,7 @@ import numpy as np
 
 from raykd.data.records import passage_text
 from raykd.errors import ConfigError
+from raykd.storage import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -181,9 +182,8 @@ class TokenIndex:
             log.info("faiss %s over %d tokens in %.0fs", kind, self.num_tokens,
                      time.perf_counter() - start)
             if cached is not None:
-                tmp = cached.with_name(f".{cached.name}.tmp-{os.getpid()}")
-                faiss.write_index(self._faiss, str(tmp))
-                os.replace(tmp, cached)
+                with atomic_path(cached) as tmp:
+                    faiss.write_index(self._faiss, str(tmp))
         if hasattr(self._faiss, "nprobe"):
             self._faiss.nprobe = min(self.nprobe, self._faiss.nlist)
         return self._faiss
@@ -270,20 +270,15 @@ class TokenIndex:
     def save(self, folder: str | os.PathLike) -> Path:
         """Write atomically (a temporary folder renamed into place)."""
         folder = Path(folder)
-        tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
-        tmp.mkdir(parents=True, exist_ok=True)
-        (tmp / "meta.json").write_text(json.dumps({"key": self.key, "count": len(self.pids),
-                                                   "tokens": self.num_tokens, "dim": self.dim}))
-        (tmp / "pids.json").write_text(json.dumps(self.pids))
-        np.save(tmp / "offsets.npy", self.offsets.astype(np.int64))
-        np.save(tmp / "token_ids.npy", self.token_ids.astype(np.int32))
-        np.save(tmp / "vectors.npy", self.vectors.astype(np.float16))
-        if folder.exists():  # another process finished first; same inputs, same index
-            for name in TOKEN_STORE_FILES:
-                (tmp / name).unlink()
-            tmp.rmdir()
-        else:
-            os.replace(tmp, folder)
+        with atomic_path(folder) as tmp:  # a folder finished first by another process stays
+            tmp.mkdir()
+            (tmp / "meta.json").write_text(json.dumps({"key": self.key, "count": len(self.pids),
+                                                       "tokens": self.num_tokens,
+                                                       "dim": self.dim}))
+            (tmp / "pids.json").write_text(json.dumps(self.pids))
+            np.save(tmp / "offsets.npy", self.offsets.astype(np.int64))
+            np.save(tmp / "token_ids.npy", self.token_ids.astype(np.int32))
+            np.save(tmp / "vectors.npy", self.vectors.astype(np.float16))
         self.folder = folder
         return folder
 
@@ -388,30 +383,3 @@ def retrieve(index: TokenIndex, encoder, queries: Mapping[str, str], k: int, *,
         docs, scores = index.search(q, k, similarity, depth)
         out[qid] = [(index.pids[d], float(s)) for d, s in zip(docs, scores, strict=True)]
     return out
-
-
-def late_interaction_retrieval(model_path: str, dataset, split: str = "test", *, k: int = 1000,
-                               concurrency: int = 2, num_gpus: float = 0.0, batch_size: int = 32,
-                               student_options: dict | None = None, measures=None, rel: int = 1,
-                               name: str = "late_interaction", cache_dir: str | None = None,
-                               depth: int | None = None, index_kind: TokenIndexKind = "auto"):
-    """Full late-interaction retrieval of a BEIR split (faiss over token vectors, then exact
-    MaxSim), as a `RetrievalResult` with the same metrics as `dense_retrieval`."""
-    from raykd.eval.metrics import DEFAULT_MEASURES, evaluate_run
-    from raykd.eval.retrieval import RetrievalResult
-
-    timings = {}
-    start = time.perf_counter()
-    index, encoder = corpus_token_index(model_path, str(dataset.corpus_path), student_options,
-                                        cache_dir=cache_dir, concurrency=concurrency,
-                                        num_gpus=num_gpus, batch_size=batch_size,
-                                        kind=index_kind)
-    index.faiss_index()
-    timings["encode_index"] = time.perf_counter() - start
-    start = time.perf_counter()
-    queries = dataset.queries(split)
-    ranked = retrieve(index, encoder, {q: queries[q] for q in sorted(queries)}, k, depth=depth)
-    timings["search"] = time.perf_counter() - start
-    run = {qid: dict(pairs) for qid, pairs in ranked.items()}
-    metrics = evaluate_run(dataset.qrels(split), run, measures or DEFAULT_MEASURES, rel)
-    return RetrievalResult(name, split, metrics, run, timings)

@@ -13,11 +13,9 @@ read the same entry, so a corpus is encoded once per encoder.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
-import shutil
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -25,14 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
+from raykd.fingerprint import text_hash
+from raykd.storage import atomic_path
+
 log = logging.getLogger(__name__)
 
 STORE_FILES = ("meta.json", "pids.json", "hashes.npy", "vectors.npy")
-
-
-def text_hash(text: str) -> int:
-    """64-bit hash of a passage text (the store's lookup key)."""
-    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little")
 
 
 def encoder_key(model_path: str | os.PathLike, options) -> str:
@@ -84,19 +80,13 @@ class EmbeddingStore:
     def save(self, folder: str | os.PathLike) -> Path:
         """Write the store atomically (a temporary folder renamed into place)."""
         folder = Path(folder)
-        tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
-        tmp.mkdir(parents=True, exist_ok=True)
-        (tmp / "meta.json").write_text(json.dumps({"encoder": self.encoder,
-                                                   "count": len(self.pids), "dim": self.dim}))
-        (tmp / "pids.json").write_text(json.dumps(self.pids))
-        np.save(tmp / "hashes.npy", self.hashes.astype(np.uint64))
-        np.save(tmp / "vectors.npy", self.vectors.astype(np.float32))
-        if folder.exists():  # another process finished first; its vectors are the same
-            for name in STORE_FILES:
-                (tmp / name).unlink()
-            tmp.rmdir()
-            return folder
-        os.replace(tmp, folder)
+        with atomic_path(folder) as tmp:  # a folder finished first by another process stays
+            tmp.mkdir()
+            (tmp / "meta.json").write_text(json.dumps({"encoder": self.encoder,
+                                                       "count": len(self.pids), "dim": self.dim}))
+            (tmp / "pids.json").write_text(json.dumps(self.pids))
+            np.save(tmp / "hashes.npy", self.hashes.astype(np.uint64))
+            np.save(tmp / "vectors.npy", self.vectors.astype(np.float32))
         return folder
 
     @classmethod
@@ -186,35 +176,31 @@ def _encode_into(folder: Path, encoder: str, model_path: str, corpus_path, stude
     encoded = encode_corpus(corpus_dataset(corpus_path), str(model_path),
                             concurrency=concurrency, num_gpus=num_gpus, batch_size=batch_size,
                             student_options=student_options)
-    tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
-    tmp.mkdir(parents=True, exist_ok=True)
-    count, dim = 0, None
-    with open(tmp / "vectors.f32", "wb") as vec_out, open(tmp / "hashes.u64", "wb") as hash_out, \
-            open(tmp / "pids.json", "w") as pid_out:
-        pid_out.write("[")
-        for batch in encoded.iter_batches(batch_size=4096, batch_format="numpy"):
-            vectors = np.ascontiguousarray(batch["embedding"], dtype=np.float32)
-            if vectors.ndim != 2 or (dim is not None and vectors.shape[1] != dim):
-                raise RuntimeError(f"corpus encoding returned vectors of shape {vectors.shape}")
-            dim = vectors.shape[1]
-            vec_out.write(vectors.tobytes())
-            hash_out.write(np.ascontiguousarray(batch["hash"], dtype=np.uint64).tobytes())
-            pids = [str(p) for p in batch["pid"].tolist()]
-            pid_out.write((", " if count else "") + ", ".join(json.dumps(p) for p in pids))
-            count += len(pids)
-        pid_out.write("]")
-    # Every passage once: the read tasks reject duplicate ids, so equal counts mean a bijection.
-    expected = corpus_dataset(corpus_path).count()
-    if count != expected:
-        raise RuntimeError(f"corpus encoding returned {count} vectors for {expected} passages")
-    dim = dim or 0
-    _raw_to_npy(tmp / "vectors.f32", tmp / "vectors.npy", np.float32, (count, dim))
-    _raw_to_npy(tmp / "hashes.u64", tmp / "hashes.npy", np.uint64, (count,))
-    (tmp / "meta.json").write_text(json.dumps({"encoder": encoder, "count": count, "dim": dim}))
-    if folder.exists():  # another process finished first; its vectors are the same
-        shutil.rmtree(tmp)
-        return folder
-    os.replace(tmp, folder)
+    with atomic_path(folder) as tmp:  # a folder finished first by another process stays
+        tmp.mkdir()
+        count, dim = 0, None
+        with open(tmp / "vectors.f32", "wb") as vec_out, open(tmp / "hashes.u64", "wb") as hash_out, \
+                open(tmp / "pids.json", "w") as pid_out:
+            pid_out.write("[")
+            for batch in encoded.iter_batches(batch_size=4096, batch_format="numpy"):
+                vectors = np.ascontiguousarray(batch["embedding"], dtype=np.float32)
+                if vectors.ndim != 2 or (dim is not None and vectors.shape[1] != dim):
+                    raise RuntimeError(f"corpus encoding returned vectors of shape {vectors.shape}")
+                dim = vectors.shape[1]
+                vec_out.write(vectors.tobytes())
+                hash_out.write(np.ascontiguousarray(batch["hash"], dtype=np.uint64).tobytes())
+                pids = [str(p) for p in batch["pid"].tolist()]
+                pid_out.write((", " if count else "") + ", ".join(json.dumps(p) for p in pids))
+                count += len(pids)
+            pid_out.write("]")
+        # Every passage once: the read tasks reject duplicate ids, so equal counts mean a bijection.
+        expected = corpus_dataset(corpus_path).count()
+        if count != expected:
+            raise RuntimeError(f"corpus encoding returned {count} vectors for {expected} passages")
+        dim = dim or 0
+        _raw_to_npy(tmp / "vectors.f32", tmp / "vectors.npy", np.float32, (count, dim))
+        _raw_to_npy(tmp / "hashes.u64", tmp / "hashes.npy", np.uint64, (count,))
+        (tmp / "meta.json").write_text(json.dumps({"encoder": encoder, "count": count, "dim": dim}))
     return folder
 
 

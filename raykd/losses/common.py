@@ -205,6 +205,17 @@ def prepare_inputs(
 # --------------------------------------------------------------------------- maths helpers
 
 
+def lift_positives(teacher: Tensor, pos_mask: Tensor, valid: Tensor, margin: float) -> Tensor:
+    """Teacher scores corrected by the labels: each labelled positive is raised to at least
+    `margin` above the best negative of its row (scores it already beats by more are kept).
+    Rows without a positive (queries nobody labelled) are unchanged."""
+    negatives = valid & ~pos_mask
+    best_negative = teacher.masked_fill(~negatives, NEG_FILL).max(dim=-1, keepdim=True).values
+    floor = torch.where(negatives.any(dim=-1, keepdim=True), best_negative + margin,
+                        torch.full_like(best_negative, NEG_FILL))
+    return torch.where(pos_mask, torch.maximum(teacher, floor.expand_as(teacher)), teacher)
+
+
 def masked_log_softmax(scores: Tensor, valid: Tensor, temperature: float = 1.0) -> Tensor:
     """log-softmax of ``scores / temperature`` over the valid entries of each row.
 

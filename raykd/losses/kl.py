@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from torch import Tensor
 
 from raykd.losses.base import DistillationLoss
@@ -9,6 +11,7 @@ from raykd.losses.common import (
     LossBatch,
     check_bool,
     check_temperature,
+    lift_positives,
     masked_log_softmax,
     prepare_inputs,
     reduce_rows,
@@ -79,6 +82,9 @@ class KLLoss(DistillationLoss):
 
     ``temperature`` sets both sides; ``student_temperature`` / ``teacher_temperature`` override
     one side. ``in_batch`` tells the trainer to feed global in-batch score matrices.
+    ``positive_margin`` corrects the teacher by the labels before the softmax: a labelled
+    positive scores at least that much above its row's best negative (0: never below one, as
+    CollectiveKD's row-max overwrite); rows without a label (pseudo-queries) keep the teacher's.
     """
 
     name = NAME
@@ -93,9 +99,16 @@ class KLLoss(DistillationLoss):
         teacher_temperature: float | None = None,
         t2_scaling: bool = False,
         in_batch: bool = False,
+        positive_margin: float | None = None,
         validate: bool = True,
     ) -> None:
         super().__init__(validate=validate)
+        if positive_margin is not None and not (
+            isinstance(positive_margin, (int, float)) and 0 <= positive_margin < float("inf")
+        ):
+            raise ValueError(f"{NAME}: positive_margin must be a finite number >= 0 or None, "
+                             f"got {positive_margin!r}")
+        self.positive_margin = None if positive_margin is None else float(positive_margin)
         temperature = check_temperature(NAME, "temperature", temperature)
         self.student_temperature = (
             temperature
@@ -112,6 +125,10 @@ class KLLoss(DistillationLoss):
 
     def compute(self, batch: LossBatch, progress: float | None) -> Tensor:
         assert batch.teacher is not None
+        if self.positive_margin is not None:
+            batch = replace(batch, teacher=lift_positives(batch.teacher, batch.pos_mask,
+                                                          batch.valid_mask,
+                                                          self.positive_margin))
         self._check_collapse(batch.teacher, batch.valid_mask, self.teacher_temperature)
         return _kl(batch, self.student_temperature, self.teacher_temperature, self.t2_scaling)
 

@@ -196,6 +196,80 @@ def mine_negatives(data, split: str, out, *, source: Source = "union",
     return report
 
 
+def mine_pseudo_queries(data, out, *, count: int, rule: str = "sentence", pseudo_seed: int = 13,
+                        min_words: int = 5, max_words: int = 40, source: Source = "union",
+                        model: str | None = "minilm", depth: int = 100, num_negatives: int = 7,
+                        sampling: str = "random", window: tuple[int, int] = (0, 100),
+                        seed: int = 13, num_shards: int = 1, fmt: str | None = None,
+                        concurrency: int = 2, num_gpus: float = 0.0, batch_size: int = 64,
+                        student_options: dict | None = None, index_kind: str = "flat",
+                        k1: float = 1.5, b: float = 0.75, cache_dir: str | None = None,
+                        echo=log.info) -> MiningReport:
+    """Candidate groups for queries nobody labelled: pseudo-queries made from a seeded sample
+    of `count` corpus passages (`raykd.data.pseudo_queries`), ranked by the same first stage
+    as labelled queries, negatives sampled by the same policy.
+
+    Each group is the source passage first, with the query's sentence removed from its text
+    (inverse cloze), then the sampled negatives (the source excluded). No candidate carries a
+    label (`labels` all 0; the source's kind is `source`): their training signal is the
+    teacher's scores alone. No labelled query of any split can become a pseudo-query (exact
+    matches up to case and spacing are dropped and counted)."""
+    from raykd.data.beir import BeirDataset
+    from raykd.data.pseudo_queries import make_pseudo_queries
+
+    dataset = data if isinstance(data, BeirDataset) else BeirDataset.from_dir(data)
+    sampler = NegativeSampler(num_negatives=num_negatives, sampling=sampling, depth=depth,
+                              window=tuple(window), seed=seed)
+    report = MiningReport(source, "corpus")
+    start = time.perf_counter()
+    corpus = corpus_path_of(dataset)
+    made, made_report = make_pseudo_queries(
+        ((row["pid"], row["title"], row["text"]) for row in dataset.iter_corpus()),
+        count=count, rule=rule, seed=pseudo_seed, min_words=min_words, max_words=max_words,
+        exclude_texts=list(dataset.all_queries().values()))
+    echo(f"[raykd] pseudo-queries: {made_report.summary()}")
+    if not made:
+        raise DataError(str(corpus), None, "text", f"no pseudo-query could be made from "
+                        f"{made_report.sampled} sampled passages ({made_report.summary()})")
+    queries = {q.qid: q.text for q in made}
+    sources = {q.qid: q for q in made}
+    rankings = mine_rankings(source, corpus, queries, depth, model=model,
+                             timings=report.seconds, k1=k1, b=b, concurrency=concurrency,
+                             num_gpus=num_gpus, batch_size=batch_size,
+                             student_options=student_options, index_kind=index_kind,
+                             cache_dir=cache_dir)
+    report.seconds["mine"] = time.perf_counter() - start
+    start = time.perf_counter()
+    qrels = {q.qid: {q.pid: 1} for q in made}  # the source, kept out of the negatives
+    plans = list(plan_groups(rankings, qrels, sampler, report=report))
+    texts = fetch_passage_texts(corpus, {p for plan in plans for p in plan["pids"]})
+    report.seconds["texts"] = time.perf_counter() - start
+    start = time.perf_counter()
+    report.outputs = write_candidate_groups(
+        _unlabelled(fill_texts(plans, queries, texts, str(corpus)), sources), out,
+        num_shards=num_shards, fmt=fmt)
+    report.seconds["write"] = time.perf_counter() - start
+    _write_record(Path(out), report, {
+        "data": str(dataset.root), "queries": "corpus", "rule": rule, "count": count,
+        "pseudo_seed": pseudo_seed, "min_words": min_words, "max_words": max_words,
+        "pseudo": made_report.summary(), "source": source,
+        "model": model if source != "bm25" else None, "depth": depth,
+        "num_negatives": num_negatives, "sampling": sampling, "window": list(window),
+        "seed": seed})
+    echo(f"[raykd] {report.summary()}")
+    return report
+
+
+def _unlabelled(groups: Iterable[dict], sources: Mapping) -> Iterator[dict]:
+    """Pseudo-query groups: the source passage's text without the query, no labels."""
+    for group in groups:
+        source = sources[group["qid"]]
+        group["texts"][0] = source.passage_text
+        group["labels"] = [0] * len(group["pids"])
+        group["kinds"] = ["source"] + ["neg"] * (len(group["pids"]) - 1)
+        yield group
+
+
 def sample_queries(queries: dict[str, str], qrels: dict, limit: int, seed: int
                    ) -> dict[str, str]:
     """A seeded sample of `limit` labelled queries (all of them when there are fewer)."""

@@ -20,25 +20,15 @@ import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from raykd.errors import ConfigError
-from raykd.index.store import corpus_embeddings
-from raykd.negatives.mining import Rankings, bm25_rankings
+from raykd.negatives.mining import Rankings, bm25_rankings, dense_rankings
 from raykd.negatives.sampling import interleave_rankings
 
 log = logging.getLogger(__name__)
 
 FIRST_STAGE_SOURCES = ("bm25", "dense", "union")
 DEFAULT_EMBEDDING_CACHE = "outputs/embedding_cache"
-
-
-def bi_encoder_teacher(model: str, query_max_length: int = 64, passage_max_length: int = 256):
-    """The frozen bi-encoder of dense first-stage retrieval (built on CPU)."""
-    from raykd.teachers.bi_encoder import BiEncoderTeacher
-
-    return BiEncoderTeacher(model, query_max_length=query_max_length,
-                            passage_max_length=passage_max_length, device="cpu")
 
 
 @dataclass
@@ -48,7 +38,6 @@ class FirstStage:
     split: str
     depth: int
     rankings: dict[str, Rankings]
-    embeddings: Path | None = None  # the store folder of the corpus vectors, when dense ran
     seconds: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -83,19 +72,12 @@ def first_stage(dataset, split: str, *, depth: int = 100, source: str = "union",
         out.seconds["bm25"] = time.perf_counter() - start
     if source in ("dense", "union"):
         start = time.perf_counter()
-        teacher = bi_encoder_teacher(model, query_max_length, passage_max_length)
-        store, folder = corpus_embeddings(
-            teacher.model_path, dataset.corpus_path, cache_dir=cache_dir,
-            concurrency=concurrency, num_gpus=num_gpus, batch_size=batch_size,
+        out.rankings["dense"] = dense_rankings(
+            dataset.corpus_path, queries, model, depth, concurrency=concurrency,
+            num_gpus=num_gpus, batch_size=batch_size, cache_dir=str(cache_dir),
             student_options={"query_max_length": query_max_length,
                              "passage_max_length": passage_max_length})
-        out.seconds["corpus_embeddings"] = time.perf_counter() - start
-        start = time.perf_counter()
-        vectors = teacher.encode_queries([queries[q] for q in qids])
-        _, ids = store.index().search(vectors, depth)
-        out.rankings["dense"] = {q: list(row) for q, row in zip(qids, ids, strict=True)}
-        out.embeddings = folder
-        out.seconds["dense_search"] = time.perf_counter() - start
+        out.seconds["dense"] = time.perf_counter() - start
     if source == "union":
         out.rankings["union"] = {q: interleave_rankings([out.rankings["bm25"].get(q, []),
                                                          out.rankings["dense"].get(q, [])])

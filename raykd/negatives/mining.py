@@ -40,7 +40,7 @@ def bm25_rankings(corpus_path, queries: Mapping[str, str], depth: int, *, k1: fl
         return _bm25_rankings(str(corpus_path), dict(queries), depth, k1, b)
     import ray
 
-    from raykd.index.encode import on_this_node
+    from raykd.index.search import on_this_node
 
     task = ray.remote(num_cpus=1)(_bm25_rankings).options(scheduling_strategy=on_this_node())
     return ray.get(task.remote(str(corpus_path), dict(queries), depth, k1, b))
@@ -66,11 +66,11 @@ def dense_rankings(corpus_path, queries: Mapping[str, str], model: str, depth: i
                    cache_dir: str | None = None) -> Rankings:
     """Dense top-`depth` per query: the corpus encoded by a Ray Data actor pool into the
     embedding store (reused from `cache_dir` when the same model encoded the same corpus; a
-    temporary one otherwise), searched with faiss in an actor (`raykd.index.encode.search_store`):
+    temporary one otherwise), searched with faiss in an actor (`raykd.index.search.search_store`):
     the driver holds neither the vectors nor the index."""
     import tempfile
 
-    from raykd.index.encode import search_store
+    from raykd.index.search import search_store
     from raykd.index.store import corpus_embeddings
     from raykd.students import resolve_model
 

@@ -36,6 +36,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from raykd.storage import is_uri
+
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
@@ -72,7 +74,7 @@ def candidate_key(pid: str, text: str, kind: str | None = None) -> str:
 def resolve_filesystem(location: str | os.PathLike) -> tuple[pafs.FileSystem, str]:
     """(filesystem, path) for a local path or a URI such as ``s3://bucket/prefix``."""
     location = os.fspath(location)
-    if "://" in location:
+    if is_uri(location):
         return pafs.FileSystem.from_uri(location)
     return pafs.LocalFileSystem(), os.path.abspath(location)
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from raykd.config import PRFSpec
+from raykd.storage import atomic_path
 
 
 def initial_positions(lengths: Sequence[int], clusters: int) -> np.ndarray:
@@ -111,12 +112,10 @@ class Expansions:
     def save(self, path: str | os.PathLike) -> Path:
         """One `.npz` written atomically."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.npz")
-        np.savez(tmp, qids=np.asarray(self.qids, dtype=str), centroids=self.centroids,
-                 weights=self.weights, tokens=self.tokens,
-                 meta=np.asarray(json.dumps(self.meta or {})))
-        os.replace(tmp, path)
+        with atomic_path(path, suffix=".npz") as tmp:  # np.savez appends .npz otherwise
+            np.savez(tmp, qids=np.asarray(self.qids, dtype=str), centroids=self.centroids,
+                     weights=self.weights, tokens=self.tokens,
+                     meta=np.asarray(json.dumps(self.meta or {})))
         return path
 
     @classmethod

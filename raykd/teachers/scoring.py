@@ -44,6 +44,7 @@ import yaml
 
 from raykd.data.records import CANDIDATE_GROUP_SCHEMA
 from raykd.errors import RaykdError
+from raykd.storage import is_uri
 from raykd.teachers.base import Teacher
 from raykd.teachers.cache import (
     ScoreCache,
@@ -384,7 +385,7 @@ def _input_files(input_path) -> list[str]:
     out: list[str] = []
     for item in items:
         text = os.fspath(item)
-        if "://" in text:
+        if is_uri(text):
             out.append(text)
             continue
         path = Path(text).resolve()

@@ -18,6 +18,8 @@ from pathlib import Path
 
 from ray.train import UserCallback
 
+from raykd.storage import is_uri
+
 log = logging.getLogger(__name__)
 
 RUN_TAG = "raykd.run"
@@ -30,7 +32,7 @@ def resolve_tracking_uri(configured: str | None, storage: str) -> str:
         return configured
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
-    if "://" in storage:
+    if is_uri(storage):
         from raykd.errors import ConfigError
 
         raise ConfigError("tracking.tracking_uri", (
@@ -85,7 +87,7 @@ class Tracker:
         if found is not None:
             self.experiment_id = found.experiment_id
         else:
-            location = (artifact_root if not artifact_root or "://" in artifact_root
+            location = (artifact_root if not artifact_root or is_uri(artifact_root)
                         else Path(artifact_root).resolve().as_uri())
             self.experiment_id = self._client.create_experiment(experiment, location)
         previous = self._find(f"tags.`{RUN_TAG}` = '{run_name}' and tags.`{STAGE_TAG}` = ''")

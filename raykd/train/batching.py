@@ -14,7 +14,7 @@ from raykd.losses.in_batch import gather_with_grad
 if TYPE_CHECKING:
     from raykd.students import BiEncoder
 
-ORIGINAL_KINDS = ("pos", "neg")
+ORIGINAL_KINDS = ("pos", "neg", "source")  # not generated (dark examples are)
 
 
 @dataclass

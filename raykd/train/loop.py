@@ -61,7 +61,7 @@ def _world() -> tuple[int, int]:
     return ctx.get_world_rank(), ctx.get_world_size()
 
 
-def _lr_lambda(total_steps: int, warmup_steps: int):
+def linear_warmup_decay(total_steps: int, warmup_steps: int):
     def factor(step: int) -> float:
         if warmup_steps and step < warmup_steps:
             return (step + 1) / warmup_steps
@@ -115,7 +115,7 @@ def train_loop_per_worker(raw_config: dict) -> None:
         online_teacher = build_online_teacher(stage.teacher, device, cfg.extra)
 
     warmup = int(spec.warmup_ratio * cfg.total_steps)
-    backend = make_backend(spec, student, _lr_lambda(cfg.total_steps, warmup), device)
+    backend = make_backend(spec, student, linear_warmup_decay(cfg.total_steps, warmup), device)
     state = TrainState(stage_index=cfg.stage_index)
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:

@@ -154,10 +154,10 @@ def warm_up(plan: SweepPlan, echo: Callable[[str], None] = print) -> dict:
     """Stage 0's candidates and teacher scores once per distinct stage-0 setting, and the dev
     probe's candidates, into the storage shared by every trial. Returns what it did."""
     from raykd.losses import build_loss
+    from raykd.pipeline.runner import RecipeRunner
     from raykd.students import resolve_model
     from raykd.teachers.base import stable_hash
     from raykd.tracking import Tracker
-    from raykd.train.driver import RecipeRunner
     from raykd.train.probe import ProbeSpec, write_probe_groups
     from raykd.train.trainer import plan_steps
 

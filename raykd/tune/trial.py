@@ -137,8 +137,8 @@ def run_trial(config: dict, context: dict) -> None:
 def _remote_run_recipe(raw: dict, values: dict, callback, probe: dict) -> None:
     """Run the trial's recipe with the probe; leave `trial.json` in its run folder."""
     from raykd.config import recipe_from_dict
+    from raykd.pipeline.runner import RecipeRunner
     from raykd.runtime import offline_models
-    from raykd.train.driver import RecipeRunner
 
     offline_models()
     recipe = recipe_from_dict(raw)

@@ -45,6 +45,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from raykd.config import Spec, TeacherSpec
 from raykd.errors import ConfigError
+from raykd.storage import is_uri
 
 log = logging.getLogger(__name__)
 
@@ -290,7 +291,7 @@ def _train_worker(config: dict) -> None:
 
     from raykd.config import TrainSpec
     from raykd.train.backends import DDPBackend
-    from raykd.train.loop import _lr_lambda
+    from raykd.train.loop import linear_warmup_decay
 
     spec = CrossEncoderTrainSpec(**config["spec"])
     ctx = ray.train.get_context()
@@ -310,7 +311,7 @@ def _train_worker(config: dict) -> None:
         TrainSpec(lr=spec.lr, weight_decay=spec.weight_decay, max_grad_norm=spec.max_grad_norm,
                   precision="bf16" if use_gpu else "fp32", use_gpu=use_gpu,
                   batch_size=spec.batch_size, seed=spec.seed),
-        model, _lr_lambda(total, int(spec.warmup_ratio * total)), device)
+        model, linear_warmup_decay(total, int(spec.warmup_ratio * total)), device)
     model.train()
     max_length = spec.query_max_length + spec.passage_max_length
     shard = ray.train.get_dataset_shard("train")
@@ -441,7 +442,7 @@ def train_cross_encoder(groups_path: str | os.PathLike, out_dir: str | os.PathLi
         scaling_config=ScalingConfig(num_workers=spec.num_workers, use_gpu=spec.use_gpu,
                                      resources_per_worker=resources),
         run_config=RunConfig(name=f"train-teacher-{int(time.time())}",
-                             storage_path=storage if "://" in storage
+                             storage_path=storage if is_uri(storage)
                              else str(Path(storage).resolve()),
                              failure_config=FailureConfig(max_failures=0),
                              checkpoint_config=CheckpointConfig(num_to_keep=1)),

@@ -24,7 +24,7 @@ from raykd.config import Recipe, Stage, dump_recipe, recipe_from_dict
 from raykd.data.beir import BeirDataset
 from raykd.errors import ConfigError
 from raykd.losses import build_loss
-from raykd.storage import Storage, is_uri
+from raykd.storage import Storage, atomic_path, cached_artifact, is_uri
 from raykd.students import resolve_model
 from raykd.tracking import StepMetricsCallback, Tracker, resolve_tracking_uri
 from raykd.tracking.lineage import dataset_hashes, git_commit
@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 
 RECIPE_FILE = "recipe.yaml"
 DONE_FILE = "done.json"
+MINING_MARKER = "_mining.yaml"  # written last by every candidate writer
+GROUPS_FILE = "groups.parquet"
 
 
 @dataclass
@@ -75,6 +77,7 @@ class RecipeRunner:
         cache = recipe.score_cache or self.storage.uri("score_cache")
         self.cache_dir = cache if is_uri(cache) else str(Path(cache).resolve())
         self.embedding_cache = str((self.run_dir.parent / "embedding_cache").resolve())
+        self.candidates_root = self.run_dir.parent / "candidates"  # shared by runs
         self.tracker: Tracker | None = None
         self.train_callbacks, self.worker_extra = list(train_callbacks), dict(worker_extra or {})
         self.scoring: list[dict] = []  # every teacher-scoring report of this run
@@ -209,7 +212,9 @@ class RecipeRunner:
         test_metrics = {}
         if recipe.test_split:
             last = recipe.stages[-1]
-            test_metrics = self.evaluate(str(final_dir), last, recipe.test_split).metrics
+            test = self.evaluate(str(final_dir), last, recipe.test_split)
+            test.save(self.run_dir / f"eval-{recipe.test_split}")  # per-query runs: paired stats
+            test_metrics = test.metrics
             self.tracker.log_metrics(test_metrics, prefix=f"{recipe.test_split}/")
         self._log_loss_curve(results)
         self._log_score_scatter(str(final_dir))
@@ -255,7 +260,9 @@ class RecipeRunner:
             metrics = {}
             if stage.eval.split:
                 t0 = time.perf_counter()
-                metrics = self.evaluate(student_out, stage, stage.eval.split).metrics
+                evaluated = self.evaluate(student_out, stage, stage.eval.split)
+                evaluated.save(out / f"eval-{stage.eval.split}")
+                metrics = evaluated.metrics
                 seconds["eval"] = time.perf_counter() - t0
                 self.tracker.log_metrics(metrics, step=steps, run_id=run_id,
                                          prefix=f"{stage.eval.split}/")
@@ -278,9 +285,11 @@ class RecipeRunner:
             if not Path(data.candidates).exists():
                 raise ConfigError("data.candidates", f"{data.candidates} does not exist")
             return str(Path(data.candidates).resolve())
-        from raykd.negatives.candidates import mine_from_spec
-
         if data.negatives_from == "teacher":
+            if data.queries != "labelled":
+                raise ConfigError(f"stages.{stage.name}.data.queries",
+                                  "negatives from a collective teacher's ranking are mined for "
+                                  "labelled queries only; use queries=labelled")
             return self.teacher_candidates(stage)
         if data.negatives_from == "student" and self.recipe.student.kind != "bi_encoder":
             raise ConfigError("data.negatives_from", "'student' mines with a bi-encoder "
@@ -288,17 +297,80 @@ class RecipeRunner:
                                                      "teacher) or a bi-encoder source")
         source_model = (student_in if data.negatives_from == "student"
                         else resolve_model(data.negatives_model or self.recipe.student.model))
-        key = _key({"data": data.model_dump(mode="json"), "model": source_model})
-        out = self.run_dir.parent / "candidates" / f"{data.split}-{data.negatives_from}-{key}"
-        marker = out / "_mining.yaml"
-        if not marker.exists():
+        parts = []
+        if data.queries in ("labelled", "both"):
+            parts.append(self.labelled_candidates(stage, source_model))
+        if data.queries in ("corpus", "both"):
+            parts.append(self.pseudo_candidates(stage, source_model))
+        out = parts[0] if len(parts) == 1 else self.joined_candidates(parts)
+        if data.query_filter == "confusing":
+            return self.confusing_candidates(stage, student_in, out)
+        return out
+
+    def labelled_candidates(self, stage: Stage, source_model: str) -> str:
+        """The split's labelled queries, their positives and mined negatives (cached)."""
+        from raykd.negatives.candidates import mine_from_spec
+
+        data = stage.data
+
+        def mine(out: Path) -> None:
             self.echo(f"[raykd] mining {data.negatives_from} negatives for {data.split} "
                       f"-> {out}")
             mine_from_spec(data, out, model=source_model if data.negatives_from != "bm25"
                            else None, student_options=self._retrieval_options(stage),
                            fmt="parquet", cache_dir=self.embedding_cache)
-        if data.query_filter == "confusing":
-            return self.confusing_candidates(stage, student_in, str(out))
+
+        out, _ = cached_artifact(self.candidates_root, f"{data.split}-{data.negatives_from}",
+                                 {"data": data.labelled_key(), "model": source_model},
+                                 mine, marker=MINING_MARKER)
+        return str(out)
+
+    def pseudo_candidates(self, stage: Stage, source_model: str) -> str:
+        """Pseudo-queries from the corpus with first-stage candidates and no labels (cached by
+        the pseudo-query rule and the mining settings)."""
+        from raykd.negatives.candidates import mine_pseudo_queries
+
+        data, pseudo = stage.data, stage.data.pseudo
+        settings = {k: getattr(data, k) for k in ("negatives_from", "depth", "num_negatives",
+                                                  "sampling", "window", "seed")}
+
+        def mine(out: Path) -> None:
+            self.echo(f"[raykd] pseudo-queries from {pseudo.count} corpus passages "
+                      f"({pseudo.rule}), {data.negatives_from} candidates -> {out}")
+            mine_pseudo_queries(
+                data.dataset_dir(), out, count=pseudo.count, rule=pseudo.rule,
+                pseudo_seed=pseudo.seed, min_words=pseudo.min_words,
+                max_words=pseudo.max_words, source=data.negatives_from,
+                model=source_model if data.negatives_from != "bm25" else None,
+                depth=data.depth, num_negatives=data.num_negatives, sampling=data.sampling,
+                window=tuple(data.window), seed=data.seed, fmt="parquet",
+                student_options=self._retrieval_options(stage),
+                cache_dir=self.embedding_cache, echo=self.echo)
+
+        out, _ = cached_artifact(self.candidates_root, "corpus-pseudo",
+                                 {"dataset": str(data.dataset_dir()),
+                                  "pseudo": pseudo.model_dump(mode="json"),
+                                  "mining": json.loads(json.dumps(settings)),
+                                  "model": source_model}, mine, marker=MINING_MARKER)
+        return str(out)
+
+    def joined_candidates(self, parts: list[str]) -> str:
+        """One candidate folder holding the groups of several (hard links, else copies)."""
+        def join(out: Path) -> None:
+            out.mkdir(parents=True, exist_ok=True)
+            for i, part in enumerate(parts):
+                for file in sorted(Path(part).glob("*.parquet")):
+                    target = out / f"{i}-{file.name}"
+                    if not target.exists():
+                        try:
+                            target.hardlink_to(file)
+                        except OSError:
+                            shutil.copy2(file, target)
+            with atomic_path(out / MINING_MARKER) as tmp:
+                tmp.write_text(yaml.safe_dump({"joined": parts}, sort_keys=False))
+
+        out, _ = cached_artifact(self.candidates_root, "joined", {"parts": parts}, join,
+                                 marker=MINING_MARKER)
         return str(out)
 
     def confusing_candidates(self, stage: Stage, student_in: str, candidates: str) -> str:
@@ -321,13 +393,15 @@ class RecipeRunner:
         groups = {g["qid"]: g for g in _iter_scored(str(scored_dir))}
         teacher = {q: (g["pids"], g["teacher_scores"]) for q, g in groups.items()}
         keep = confusing_queries(student_rankings, teacher, qrels)
-        key = _key({"candidates": candidates, "student": student_in, "keep": keep})
-        out = self.run_dir.parent / "candidates" / f"confusing-{key}"
-        target = out / "groups.parquet"
-        if not target.exists():
-            out.mkdir(parents=True, exist_ok=True)
+
+        def write(out: Path) -> None:
             rows = ({k: v for k, v in groups[q].items() if k != "teacher_scores"} for q in keep)
-            write_groups_parquet(target, rows)
+            with atomic_path(out / GROUPS_FILE) as tmp:
+                write_groups_parquet(tmp, rows)
+
+        out, _ = cached_artifact(self.candidates_root, "confusing",
+                                 {"candidates": candidates, "student": student_in, "keep": keep},
+                                 write, marker=GROUPS_FILE)
         self.echo(f"[raykd] data-progressive: {len(keep)} confusing queries of the "
                   f"{len(groups)} with candidates ({len(queries)} in the split)")
         if not keep:
@@ -342,21 +416,20 @@ class RecipeRunner:
         from raykd.data.ray_datasets import groups_dataset
 
         max_length = self.recipe.student.passage_max_length
-        key = _key({"dark": stage.dark.model_dump(mode="json"), "candidates": candidates,
-                    "max_length": max_length, "tokenizer": str(student_in)})
-        out = self.run_dir.parent / "candidates" / f"dark-{key}"
-        target = out / "groups.parquet"
-        if target.exists():
-            return str(out)
-        report = DarkReport()
-        dataset = dark_examples_stage(groups_dataset(candidates), stage.dark,
-                                      tokenizer_path=str(student_in), max_length=max_length,
-                                      report=report)
-        out.mkdir(parents=True, exist_ok=True)
-        write_groups_parquet(out / "groups.tmp.parquet",
-                             (_plain_group(row) for row in dataset.iter_rows()))
-        (out / "groups.tmp.parquet").rename(target)
-        self.echo(f"[raykd] dark examples: {report.summary()}")
+
+        def make(out: Path) -> None:
+            report = DarkReport()
+            dataset = dark_examples_stage(groups_dataset(candidates), stage.dark,
+                                          tokenizer_path=str(student_in), max_length=max_length,
+                                          report=report)
+            with atomic_path(out / GROUPS_FILE) as tmp:
+                write_groups_parquet(tmp, (_plain_group(row) for row in dataset.iter_rows()))
+            self.echo(f"[raykd] dark examples: {report.summary()}")
+
+        out, _ = cached_artifact(self.candidates_root, "dark",
+                                 {"dark": stage.dark.model_dump(mode="json"),
+                                  "candidates": candidates, "max_length": max_length,
+                                  "tokenizer": str(student_in)}, make, marker=GROUPS_FILE)
         return str(out)
 
     def teacher_candidates(self, stage: Stage) -> str:
@@ -368,10 +441,8 @@ class RecipeRunner:
         if stage.teacher is None or stage.teacher.kind != "collective":
             raise ConfigError(f"stages.{stage.name}.data.negatives_from",
                               "'teacher' needs the stage's teacher to be `collective`")
-        key = _key({"data": data.model_dump(mode="json"),
-                    "teacher": stage.teacher.model_dump(mode="json", exclude={"batch_size"})})
-        out = self.run_dir.parent / "candidates" / f"{data.split}-teacher-{key}"
-        if not (out / "_mining.yaml").exists():
+
+        def mine(out: Path) -> None:
             self.echo(f"[raykd] mining negatives from the teacher's ranking for {data.split} "
                       f"-> {out}")
             report = teacher_candidates(stage.teacher, data, out,
@@ -379,6 +450,12 @@ class RecipeRunner:
                                         concurrency=self.recipe.teacher_concurrency,
                                         num_gpus=self.recipe.teacher_num_gpus)
             self.echo(f"[raykd] {report.summary()}")
+
+        out, _ = cached_artifact(
+            self.candidates_root, f"{data.split}-teacher",
+            {"data": data.labelled_key(),
+             "teacher": stage.teacher.model_dump(mode="json", exclude={"batch_size"})},
+            mine, marker=MINING_MARKER)
         if data.query_filter == "confusing":
             return self.confusing_candidates(stage, str(out), str(out))
         return str(out)
@@ -519,8 +596,8 @@ class RecipeRunner:
     def evaluate(self, student: str, stage: Stage, split: str, options: dict | None = None):
         """Full retrieval with the student: dense (faiss over passage vectors) for a
         bi-encoder, late interaction (faiss over token vectors, exact MaxSim) otherwise."""
+        from raykd.eval.late_interaction import late_interaction_retrieval
         from raykd.eval.retrieval import dense_retrieval
-        from raykd.index.late_interaction import late_interaction_retrieval
 
         dataset = BeirDataset.from_dir(stage.data.dataset_dir())
         retrieval = (dense_retrieval if self.recipe.student.kind == "bi_encoder"
@@ -551,7 +628,7 @@ class RecipeRunner:
 
         stage = staged[-1]
         sample = self.run_dir / "dev_sample"
-        if not (sample / "_mining.yaml").exists():
+        if not (sample / MINING_MARKER).exists():
             mine_negatives(stage.data.dataset_dir(), stage.eval.split, sample, source="bm25",
                            depth=30, num_negatives=7, seed=stage.data.seed, fmt="parquet",
                            max_queries=SCATTER_QUERIES)

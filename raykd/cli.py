@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 
 from raykd.config import Recipe, load_recipe
-from raykd.errors import ConfigError
+from raykd.data.beir import BeirDataset
+from raykd.errors import ConfigError, DataError
 from raykd.runtime import init_ray, setup_logging
 
 RECIPES_DIR = Path(__file__).resolve().parents[1] / "jobs" / "recipes"
@@ -72,8 +73,11 @@ def run_job(description: str, default_recipe: str, argv=None) -> dict:
     args = parse_args(description, default_recipe, argv)
     setup_logging()
     try:
+        if not Path(args.recipe).is_file():
+            raise ConfigError("--recipe", f"{args.recipe}: no such recipe file")
         recipe = resolve(args)
-    except ConfigError as err:
+        check_inputs(recipe)
+    except (ConfigError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
     if args.print_recipe:
@@ -83,7 +87,14 @@ def run_job(description: str, default_recipe: str, argv=None) -> dict:
 
     init_ray()
     start = time.perf_counter()
-    summary = RecipeRunner(recipe).run()
+    try:
+        summary = RecipeRunner(recipe).run()
+    except Exception as err:  # a bad input found mid-run: its one line, not a traceback
+        cause = user_error(err)
+        if cause is None:
+            raise
+        print(f"error: {cause}", file=sys.stderr)
+        raise SystemExit(2) from None
     wall = time.perf_counter() - start
     print(f"\n[raykd] {recipe.name}: {len(recipe.stages)} stage(s) in {wall / 60:.1f} min")
     for split, metrics in summary.get("initial", {}).items():
@@ -98,3 +109,38 @@ def run_job(description: str, default_recipe: str, argv=None) -> dict:
     print(f"  student: {summary['student']}")
     summary["wall_seconds"] = wall
     return summary
+
+
+def check_inputs(recipe: Recipe) -> None:
+    """Every stage's dataset folder and the qrels of the splits it reads exist, before Ray or
+    MLflow start (a typo then costs nothing and leaves no half-started run behind)."""
+    for i, stage in enumerate(recipe.stages):
+        if stage.data.candidates:
+            if not Path(stage.data.candidates).exists():
+                raise ConfigError(f"stages.{i}.data.candidates",
+                                  f"{stage.data.candidates} does not exist")
+            continue
+        try:
+            dataset = BeirDataset.from_dir(stage.data.dataset_dir())
+        except DataError as err:
+            raise ConfigError(f"stages.{i}.data.dataset", str(err)) from None
+        splits = {stage.data.split: "data.split", stage.eval.split: "eval.split"}
+        if i == len(recipe.stages) - 1 and recipe.test_split:
+            splits.setdefault(recipe.test_split, "test_split")
+        for split, field in splits.items():
+            if split and split not in dataset.splits():
+                where = field if field == "test_split" else f"stages.{i}.{field}"
+                raise ConfigError(where, f"no qrels for split {split!r} in {dataset.root} "
+                                         f"(have {dataset.splits()})")
+
+
+def user_error(err: BaseException) -> BaseException | None:
+    """The project's own error (bad data or config) behind `err`, unwrapping Ray's task and
+    actor errors and exception chains; None for anything else (a bug: keep its traceback)."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, (ConfigError, DataError)):
+            return err
+        err = getattr(err, "cause", None) or err.__cause__
+    return None

@@ -102,3 +102,42 @@ def test_repeat_zero_leaves_a_stage_out():
     with pytest.raises(ConfigError, match="nothing to run"):
         load_recipe(Path("jobs/recipes/prod.yaml"),
                     [f"stages.{i}.repeat=0" for i in range(3)])
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--recipe", "nope.yaml"], "config field '--recipe': nope.yaml: no such recipe file"),
+    (["data.dataset=/nonexistent/beir"], "config field 'stages.0.data.dataset': "
+                                         "/nonexistent/beir: not a BEIR folder"),
+    (["eval.split=dve"], "config field 'stages.0.eval.split': no qrels for split 'dve'"),
+])
+def test_a_job_with_bad_input_says_one_line_before_any_work(args, message, tmp_path):
+    """Guards the user's path: a missing recipe, dataset folder or split is one line on
+    stderr and exit 2, before Ray or MLflow start (so no run is created under its name)."""
+    import subprocess
+    import sys
+
+    job = Path(__file__).resolve().parents[1] / "jobs" / "adam.py"
+    done = subprocess.run([sys.executable, str(job), "--storage", str(tmp_path / "out"), *args],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: " + message), done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_user_error_unwraps_ray_task_errors():
+    """A DataError raised inside a Ray task reaches the job as RayTaskError(...): the job
+    prints the DataError's own line; any other exception is a bug and keeps its traceback."""
+    from ray.exceptions import RayTaskError
+
+    from raykd.cli import user_error
+    from raykd.errors import DataError
+
+    bad = DataError("corpus.jsonl", 2, "_id", "duplicate id '7'")
+    try:
+        raise RuntimeError("wrapped") from RayTaskError("read", "tb", bad)
+    except RuntimeError as err:
+        assert user_error(err) is bad
+    assert user_error(RayTaskError("read", "tb", ValueError("bug"))) is None
+    assert user_error(KeyError("x")) is None

@@ -406,3 +406,31 @@ def test_dense_fingerprints_are_stable_and_follow_lengths_and_options(tiny_encod
     queries, passages = _pairs()
     np.testing.assert_array_equal(build_teacher(spec).score(queries, passages),
                                   first.score(queries, passages))
+
+
+def test_three_member_ensemble_with_a_maxsim_member_equals_the_formula(tmp_path,
+                                                                     tiny_encoder_dir):
+    """Guards the BM25 + dense + MaxSim teacher: its list score is sum_i w_i zscore(member_i),
+    each member scored on its own, so a MaxSim member that is built but dropped, or weights
+    applied to the wrong member, fail."""
+    from raykd.data.beir import write_corpus
+    from raykd.teachers.ensemble import zscore
+
+    write_corpus(tmp_path / "corpus.jsonl", [{"pid": p, "title": "", "text": t} for p, t in CORPUS])
+    members = [TeacherSpec(kind="bm25"),
+               TeacherSpec(kind="bi_encoder", model=tiny_encoder_dir, similarity="cosine"),
+               TeacherSpec(kind="late_interaction", model=tiny_encoder_dir, similarity="cosine")]
+    weights = [0.5, 0.3, 0.2]
+    spec = TeacherSpec(kind="ensemble", normalization="zscore", weights=weights, members=members)
+    corpus = str(tmp_path / "corpus.jsonl")
+    teacher = build_teacher(spec, corpus_path=corpus)
+    assert [m.kind for m in teacher.members] == ["bm25", "bi_encoder", "late_interaction"]
+    group = {"qid": "q", "query": QUERIES[0], "pids": ["1", "2", "3"], "texts": PASSAGES}
+    (got,) = teacher.score_groups([group])
+    by_hand = sum(w * zscore(build_teacher(m, corpus_path=corpus).score([QUERIES[0]] * 3,
+                                                                        PASSAGES))
+                  for w, m in zip(weights, members, strict=True))
+    np.testing.assert_allclose(got, by_hand, rtol=1e-5, atol=1e-6)
+    alone = [zscore(build_teacher(m, corpus_path=corpus).score([QUERIES[0]] * 3, PASSAGES))
+             for m in members]
+    assert not np.allclose(alone[2], 0) and not np.allclose(got, 0.5 * alone[0] + 0.3 * alone[1])

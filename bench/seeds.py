@@ -1,0 +1,200 @@
+"""Seeded, paired comparison of recipes on SciFact: mean +- sd over seeds, and each row's
+per-query paired difference to the contrastive baseline on test.
+
+    python bench/seeds.py --rows contrastive-all,corpus-kd --seeds 13,14,15   # run what is missing
+    python bench/seeds.py --table                                            # recorded runs only
+
+A seed S sets every seeded choice of a run: the sampled queries and pseudo-queries, the
+negatives, the data order and dropout (`data.seed`, `data.pseudo.seed`, `dark.seed`,
+`train.seed`); seed 13 is the recipes' default, so `<row>-s13` is the recipe as shipped. Each
+run is `outputs/<row>-s<S>/` (a finished one is read, not rerun). The paired statistics pair
+the seed-averaged per-query nDCG@10 of a row with the baseline's over the same test queries
+(paired t-test and its 95% interval, a seeded bootstrap interval beside it;
+`raykd.eval.paired`). Results: `outputs/bench/seeds.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RECORD = ROOT / "outputs" / "bench" / "seeds.json"
+BASELINE = "contrastive-all"
+DEFAULT_SEED = 13
+
+
+@dataclass(frozen=True)
+class Row:
+    key: str
+    label: str
+    job: str
+    overrides: tuple[str, ...] = ()
+
+    def args(self, seed: int) -> list[str]:
+        seeded = [] if seed == DEFAULT_SEED else [
+            f"data.seed={seed}", f"data.pseudo.seed={seed}", f"dark.seed={seed}",
+            f"train.seed={seed}"]
+        return [self.job, "--name", run_name(self.key, seed), *self.overrides, *seeded]
+
+    def command(self, seed: int) -> str:
+        return "python " + " ".join(shlex.quote(a) for a in self.args(seed))
+
+
+def run_name(key: str, seed: int) -> str:
+    return f"{key}-s{seed}"
+
+
+# Every row on all 709 labelled train queries (the budget dev chose for the baseline), lr 5e-5.
+ALL = ("train.lr=5e-5", "data.max_queries=null")
+ROWS = [
+    Row(BASELINE, "contrastive (InfoNCE on the labels, no teacher)", "jobs/contrastive.py", ALL),
+    Row("corpus-kd", "KL on labelled + 709 corpus pseudo-queries, teacher lifted by the labels",
+        "jobs/corpus_kd.py"),
+    Row("kl-lifted", "KL on the labelled queries only, teacher lifted by the labels",
+        "jobs/corpus_kd.py", ("data.queries=labelled",)),
+    Row("ckl-all", "CKL (+ InfoNCE)", "jobs/ckl.py", ALL),
+    Row("margin-mse-all", "Margin-MSE", "jobs/margin_mse.py", ALL),
+    Row("adam-all", "ADAM (dark examples + self-paced)", "jobs/adam.py", ALL),
+    Row("adam-all-no-dark", "ADAM without dark examples", "jobs/adam.py",
+        ALL + ("dark.enabled=false",)),
+]
+
+
+def run_dir(key: str, seed: int) -> Path:
+    return ROOT / "outputs" / run_name(key, seed)
+
+
+def run(row: Row, seed: int) -> None:
+    """Run one seed of a row as a subprocess (its log in outputs/bench/), timed end to end."""
+    print(f"[seeds] {row.key} seed {seed}: {row.command(seed)}", flush=True)
+    log = ROOT / "outputs" / "bench" / f"{run_name(row.key, seed)}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    start = time.perf_counter()
+    with open(log, "w") as out:
+        code = subprocess.call([sys.executable, *row.args(seed)], cwd=ROOT, env=env, stdout=out,
+                               stderr=subprocess.STDOUT)
+    if code != 0:
+        raise SystemExit(f"[seeds] {row.key} seed {seed} failed (exit {code}); see {log}")
+    (run_dir(row.key, seed) / "wall.json").write_text(json.dumps(
+        {"wall_s": round(time.perf_counter() - start, 1), "command": row.command(seed),
+         "machine": f"{platform.machine()}, {os.cpu_count()} cores"}) + "\n")
+
+
+def finished(key: str, seed: int) -> bool:
+    return (run_dir(key, seed) / "eval-test" / "run.trec").exists()
+
+
+def measured(key: str, seed: int, qrels: dict) -> dict:
+    """One finished run: test metrics, dev nDCG@10 of its last stage, per-query test values."""
+    from raykd.eval.metrics import read_trec_run
+    from raykd.eval.paired import per_query
+
+    folder = run_dir(key, seed)
+    results = json.loads((folder / "results.json").read_text())
+    wall = folder / "wall.json"
+    stage = results["stages"][-1]
+    return {"test": results["test"], "dev_ndcg10": stage["metrics"].get("nDCG@10"),
+            "steps": sum(s["steps"] for s in results["stages"]),
+            "stage_seconds": round(sum(sum(s["seconds"].values()) for s in results["stages"])),
+            "wall_s": json.loads(wall.read_text())["wall_s"] if wall.exists() else None,
+            "per_query": per_query(qrels, read_trec_run(folder / "eval-test" / "run.trec"))}
+
+
+def summarise(rows: list[Row], seeds: list[int]) -> dict:
+    from raykd.data.beir import BeirDataset
+    from raykd.datasets import scifact_dir
+    from raykd.eval.paired import compare_systems, mean_sd
+
+    qrels = BeirDataset.from_dir(scifact_dir()).qrels("test")
+    runs = {r.key: {s: measured(r.key, s, qrels) for s in seeds if finished(r.key, s)}
+            for r in rows}
+    base = runs.get(BASELINE, {})
+    out = {}
+    for row in rows:
+        got = runs[row.key]
+        if not got:
+            continue
+        test = [m["test"]["nDCG@10"] for m in got.values()]
+        dev = [m["dev_ndcg10"] for m in got.values() if m["dev_ndcg10"] is not None]
+        entry = {"label": row.label, "seeds": sorted(got), "test_ndcg10": mean_sd(test),
+                 "dev_ndcg10": mean_sd(dev) if dev else None,
+                 "test_r100": mean_sd([m["test"]["R@100"] for m in got.values()]),
+                 "steps": sorted({m["steps"] for m in got.values()}),
+                 "stage_seconds": [m["stage_seconds"] for m in got.values()],
+                 "wall_s": [m["wall_s"] for m in got.values()],
+                 "command": row.command(DEFAULT_SEED), "per_seed_test": test}
+        paired_seeds = sorted(set(got) & set(base))
+        if row.key != BASELINE and paired_seeds:
+            diff = compare_systems([base[s]["per_query"] for s in paired_seeds],
+                                   [got[s]["per_query"] for s in paired_seeds])
+            entry["vs_baseline"] = {"seeds": paired_seeds, "delta": diff.delta,
+                                    "ci": [diff.ci_low, diff.ci_high],
+                                    "bootstrap_ci": [diff.boot_low, diff.boot_high],
+                                    "p_value": diff.p_value, "text": diff.format(),
+                                    "significant": diff.significant}
+        out[row.key] = entry
+    return out
+
+
+def table(summary: dict) -> str:
+    def ms(pair):
+        return "-" if pair is None else f"{pair[0]:.4f} ± {pair[1]:.4f}"
+
+    lines = ["| recipe | seeds | dev nDCG@10 | test nDCG@10 | test R@100 | Δ test vs contrastive "
+             "[95% CI], p | steps | wall per run | command (seed 13) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for key, e in summary.items():
+        vs = e.get("vs_baseline")
+        delta = "baseline" if key == BASELINE else "-" if vs is None else (
+            vs["text"] + ("" if vs["significant"] else " (CI spans 0)"))
+        walls = [w for w in e["wall_s"] if w] or [s for s in e["stage_seconds"] if s]
+        wall = f"{sum(walls) / len(walls) / 60:.1f} min" if walls else "-"
+        lines.append(f"| {e['label']} | {len(e['seeds'])} | {ms(e['dev_ndcg10'])} | "
+                     f"{ms(e['test_ndcg10'])} | {ms(e['test_r100'])} | {delta} | "
+                     f"{'/'.join(map(str, e['steps']))} | {wall} | `{e['command']}` |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rows", default=",".join(r.key for r in ROWS),
+                   help=f"comma-separated keys: {','.join(r.key for r in ROWS)}")
+    p.add_argument("--seeds", default="13,14,15", help="comma-separated seeds")
+    p.add_argument("--table", action="store_true", help="no runs: summarise what is recorded")
+    args = p.parse_args(argv)
+    keys = [k for k in args.rows.split(",") if k]
+    known = {r.key: r for r in ROWS}
+    unknown = [k for k in keys if k not in known]
+    if unknown:
+        p.error(f"unknown rows {unknown}; known: {sorted(known)}")
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s]
+    except ValueError:
+        p.error(f"--seeds must be comma-separated integers, got {args.seeds!r}")
+    rows = [known[k] for k in keys]
+    if not args.table:
+        for seed in seeds:  # seed-major: an interrupted sweep leaves whole seeds behind
+            for row in rows:
+                if not finished(row.key, seed):
+                    run(row, seed)
+    rows_for_table = [r for r in ROWS if r.key in keys or r.key == BASELINE]
+    summary = summarise(rows_for_table, seeds)
+    RECORD.parent.mkdir(parents=True, exist_ok=True)
+    RECORD.write_text(json.dumps({k: {kk: vv for kk, vv in v.items()} for k, v in
+                                  summary.items()}, indent=2) + "\n")
+    print(table(summary))
+
+
+if __name__ == "__main__":
+    main()

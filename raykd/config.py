@@ -187,6 +187,9 @@ class PseudoQuerySpec(Spec):
     min_words: int = Field(5, ge=1)
     max_words: int = Field(40, ge=1)
     seed: int = 13
+    # Label the source passage as the positive (inverse-cloze contrastive training, no
+    # teacher needed): the control that tells the teacher's share from the extra queries'.
+    source_as_positive: bool = False
 
     @model_validator(mode="after")
     def _word_bounds(self) -> PseudoQuerySpec:
@@ -330,14 +333,15 @@ class Stage(Spec):
 
     @model_validator(mode="after")
     def _unlabelled_queries_need_a_label_free_loss(self) -> Stage:
-        if self.data.queries == "labelled":
+        if self.data.queries == "labelled" or self.data.pseudo.source_as_positive:
             return self
         from raykd.losses import build_loss
 
         if build_loss(self.loss.name, **self.loss.params)._requires_positive():
             raise ValueError(f"data.queries={self.data.queries!r} adds queries without a "
                              f"labelled positive, which loss '{self.loss.name}' needs; use "
-                             f"`kl` (with `positive_margin` for the labelled ones)")
+                             f"`kl` (with `positive_margin` for the labelled ones), or label "
+                             f"the source passages (`pseudo.source_as_positive`)")
         return self
 
 

@@ -107,3 +107,21 @@ def test_kl_positive_margin_changes_only_the_target():
     for bad in (-1.0, float("inf"), "big"):
         with pytest.raises(ValueError, match="positive_margin"):
             build_loss("kl", positive_margin=bad)
+
+
+def test_source_as_positive_makes_inverse_cloze_training_groups(ray_local, toy_beir_dir,
+                                                               tiny_encoder_dir, tmp_path):
+    """Guards the control run: with `pseudo.source_as_positive` a contrastive loss (which needs
+    a positive) trains on pseudo-queries, each group's source labelled as its positive."""
+    from raykd.pipeline.runner import RecipeRunner
+
+    recipe = _recipe(toy_beir_dir, tiny_encoder_dir, tmp_path / "out", queries="corpus",
+                     loss={"name": "infonce", "params": {}},
+                     pseudo={"count": 12, "rule": "title", "source_as_positive": True})
+    summary = RecipeRunner(recipe, echo=lambda *_: None).run()
+    assert summary["stages"][0]["steps"] == 3
+    folder = next((tmp_path / "out" / "candidates").glob("corpus-pseudo-*"))
+    groups = [g for f in sorted(folder.glob("*.parquet")) for g in iter_groups(f)]
+    assert len(groups) == 12
+    assert all(g["labels"][0] == 1 and set(g["labels"][1:]) == {0} and g["kinds"][0] == "pos"
+               for g in groups)

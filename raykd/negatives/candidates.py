@@ -204,7 +204,7 @@ def mine_pseudo_queries(data, out, *, count: int, rule: str = "sentence", pseudo
                         concurrency: int = 2, num_gpus: float = 0.0, batch_size: int = 64,
                         student_options: dict | None = None, index_kind: str = "flat",
                         k1: float = 1.5, b: float = 0.75, cache_dir: str | None = None,
-                        echo=log.info) -> MiningReport:
+                        source_as_positive: bool = False, echo=log.info) -> MiningReport:
     """Candidate groups for queries nobody labelled: pseudo-queries made from a seeded sample
     of `count` corpus passages (`raykd.data.pseudo_queries`), ranked by the same first stage
     as labelled queries, negatives sampled by the same policy.
@@ -213,7 +213,8 @@ def mine_pseudo_queries(data, out, *, count: int, rule: str = "sentence", pseudo
     (inverse cloze), then the sampled negatives (the source excluded). No candidate carries a
     label (`labels` all 0; the source's kind is `source`): their training signal is the
     teacher's scores alone. No labelled query of any split can become a pseudo-query (exact
-    matches up to case and spacing are dropped and counted)."""
+    matches up to case and spacing are dropped and counted). With `source_as_positive` the
+    source passage is labelled instead (inverse-cloze contrastive training)."""
     from raykd.data.beir import BeirDataset
     from raykd.data.pseudo_queries import make_pseudo_queries
 
@@ -242,11 +243,14 @@ def mine_pseudo_queries(data, out, *, count: int, rule: str = "sentence", pseudo
     start = time.perf_counter()
     qrels = {q.qid: {q.pid: 1} for q in made}  # the source, kept out of the negatives
     plans = list(plan_groups(rankings, qrels, sampler, report=report))
+    if not source_as_positive:  # the sources only steered sampling: no candidate is labelled
+        report.positives = 0
     texts = fetch_passage_texts(corpus, {p for plan in plans for p in plan["pids"]})
     report.seconds["texts"] = time.perf_counter() - start
     start = time.perf_counter()
     report.outputs = write_candidate_groups(
-        _unlabelled(fill_texts(plans, queries, texts, str(corpus)), sources), out,
+        _pseudo_groups(fill_texts(plans, queries, texts, str(corpus)), sources,
+                       source_as_positive), out,
         num_shards=num_shards, fmt=fmt)
     report.seconds["write"] = time.perf_counter() - start
     _write_record(Path(out), report, {
@@ -255,18 +259,21 @@ def mine_pseudo_queries(data, out, *, count: int, rule: str = "sentence", pseudo
         "pseudo": made_report.summary(), "source": source,
         "model": model if source != "bm25" else None, "depth": depth,
         "num_negatives": num_negatives, "sampling": sampling, "window": list(window),
-        "seed": seed})
+        "seed": seed, "source_as_positive": source_as_positive})
     echo(f"[raykd] {report.summary()}")
     return report
 
 
-def _unlabelled(groups: Iterable[dict], sources: Mapping) -> Iterator[dict]:
-    """Pseudo-query groups: the source passage's text without the query, no labels."""
+def _pseudo_groups(groups: Iterable[dict], sources: Mapping, source_as_positive: bool
+                   ) -> Iterator[dict]:
+    """Pseudo-query groups: the source passage's text without the query; no labels, or the
+    source labelled as the positive."""
     for group in groups:
         source = sources[group["qid"]]
         group["texts"][0] = source.passage_text
-        group["labels"] = [0] * len(group["pids"])
-        group["kinds"] = ["source"] + ["neg"] * (len(group["pids"]) - 1)
+        rest = len(group["pids"]) - 1
+        group["labels"] = [int(source_as_positive)] + [0] * rest
+        group["kinds"] = ["pos" if source_as_positive else "source"] + ["neg"] * rest
         yield group
 
 

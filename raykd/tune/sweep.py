@@ -6,9 +6,10 @@
 1. Plan: grid and random trials are drawn here (seeded) and every one is validated as a
    recipe; for Optuna each dimension's bounding values are. A bad field fails naming it,
    before any work starts.
-2. Warm-up: stage 0's candidates and teacher scores are made once per distinct stage-0 setting,
-   into the storage's shared `candidates/` and `score_cache/` (trials use the same storage, so
-   they only read them); the dev-probe candidates likewise.
+2. Warm-up: stage 0 is prepared (`raykd.pipeline.steps.prepare_stage`: candidates, dark
+   examples, teacher scores, expansions) once per distinct stage-0 setting, into the storage's
+   shared `candidates/` and `score_cache/` (trials use the same storage, so they only read
+   them); the dev-probe candidates likewise.
 3. Tune: one trial per config, each the same `RecipeRunner` (Ray Train inside Tune), ASHA on the
    dev probe, `max_concurrent` trials at a time, every trial's workers sized by `trial_cpus`.
 4. Results: `<storage>/sweeps/<name>/trials.json` (config, status, probe values, teacher pairs
@@ -151,13 +152,13 @@ def plan_sweep(options: SweepOptions) -> SweepPlan:
 
 
 def warm_up(plan: SweepPlan, echo: Callable[[str], None] = print) -> dict:
-    """Stage 0's candidates and teacher scores once per distinct stage-0 setting, and the dev
-    probe's candidates, into the storage shared by every trial. Returns what it did."""
-    from raykd.losses import build_loss
-    from raykd.pipeline.runner import RecipeRunner
+    """Stage 0 prepared once per distinct stage-0 setting (what training reads: candidates,
+    teacher scores...), and the dev probe's candidates, into the storage shared by every trial.
+    Returns what it did."""
+    from raykd.pipeline.context import RunContext
+    from raykd.pipeline.steps import prepare_stage
     from raykd.students import resolve_model
     from raykd.teachers.base import stable_hash
-    from raykd.tracking import Tracker
     from raykd.train.probe import ProbeSpec, write_probe_groups
     from raykd.train.trainer import plan_steps
 
@@ -171,21 +172,16 @@ def warm_up(plan: SweepPlan, echo: Callable[[str], None] = print) -> dict:
                            **stage.model_dump(mode="json", include={"data", "teacher", "dark"})})
         if key in done:
             continue
-        warm = recipe.model_copy(update={"name": f"{o.name}-warmup-{key[:8]}"})
-        runner = RecipeRunner(warm, echo=echo)
-        runner.tracker = Tracker(warm.name, "", "", enabled=False)
-        student = resolve_model(recipe.student.model)
-        candidates = runner.candidates(stage, student)
-        if stage.dark.enabled:
-            candidates = runner.dark_examples(stage, student, candidates)
-        out = runner.stage_dir(0, stage)
-        out.mkdir(parents=True, exist_ok=True)
-        loss = build_loss(stage.loss.name, **stage.loss.params)
-        scored, fingerprint = runner.teacher_scores(0, stage, loss, candidates, out, student)
-        groups = _count_groups(scored)
-        done[key] = {"candidates": candidates, "scored": scored, "fingerprint": fingerprint,
-                     "groups": groups, "steps": plan_steps(groups, stage)[1],
-                     "scoring": runner.scoring, "cache": str(runner.cache_dir)}
+        # The trials' own first step, untracked: they find its candidates, scores (and
+        # expansions) cached in the shared storage.
+        context = RunContext(recipe.model_copy(update={"name": f"{o.name}-warmup-{key[:8]}"}),
+                             echo=echo)
+        state = prepare_stage(context, 0, stage, resolve_model(recipe.student.model))
+        groups = _count_groups(state.train_path)
+        done[key] = {"candidates": state.candidates, "scored": state.train_path,
+                     "fingerprint": state.fingerprint, "groups": groups,
+                     "steps": plan_steps(groups, stage)[1], "scoring": context.scoring,
+                     "cache": str(context.cache_dir)}
     last = plan.base.stages[-1]
     storage = Path(plan.base.storage).resolve()
     path, qrels = write_probe_groups(

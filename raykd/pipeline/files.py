@@ -1,0 +1,38 @@
+"""The pipeline's file names and the readers of the candidate-group folders it writes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+MINING_MARKER = "_mining.yaml"  # written last by every candidate writer
+GROUPS_FILE = "groups.parquet"
+STUDENT_DIR = "student"  # a trained student's folder (a stage's, and the run's final one)
+
+
+def iter_scored(path: str | Path):
+    """The candidate groups of a parquet file, or of every parquet file in a folder."""
+    from raykd.data.groups import iter_groups
+
+    files = sorted(Path(path).glob("*.parquet")) if Path(path).is_dir() else [Path(path)]
+    for file in files:
+        yield from iter_groups(file)
+
+
+def sample_groups(path: str | Path, limit: int) -> list[dict]:
+    """The first `limit` groups of `path`."""
+    out = []
+    for group in iter_scored(path):
+        out.append(group)
+        if len(out) >= limit:
+            break
+    return out
+
+
+def plain_group(row: dict) -> dict:
+    """A Ray Data row as a plain candidate group (lists, no null optional fields)."""
+    out = {}
+    for key, value in row.items():
+        if value is None:
+            continue
+        out[key] = value.tolist() if hasattr(value, "tolist") else value
+    return out

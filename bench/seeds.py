@@ -59,6 +59,13 @@ ROWS = [
     Row(BASELINE, "contrastive (InfoNCE on the labels, no teacher)", "jobs/contrastive.py", ALL),
     Row("corpus-kd", "KL on labelled + 709 corpus pseudo-queries, teacher lifted by the labels",
         "jobs/corpus_kd.py"),
+    # The classic pipeline: the strongest teacher the labels allow (BM25 + the contrastive
+    # student of seed 13, weights chosen on dev by jobs/rerank.py), distilled into a fresh
+    # MiniLM on the labelled and the pseudo-queries. Needs outputs/contrastive-all-s13 first.
+    Row("ft-kd", "KL on labelled + 709 pseudo-queries from BM25 + the contrastive student "
+        "(0.9 / 1.7), lifted by the labels", "jobs/corpus_kd.py",
+        ("teacher.members.1.model=outputs/contrastive-all-s13/student",
+         "teacher.weights=[0.9,1.7]")),
     Row("kl-lifted", "KL on the labelled queries only, teacher lifted by the labels",
         "jobs/corpus_kd.py", ("data.queries=labelled",)),
     Row("ckl-all", "CKL (+ InfoNCE)", "jobs/ckl.py", ALL),
@@ -184,6 +191,8 @@ def main(argv=None) -> None:
         p.error(f"--seeds must be comma-separated integers, got {args.seeds!r}")
     rows = [known[k] for k in keys]
     if not args.table:
+        if any(r.key == "ft-kd" for r in rows) and not finished(BASELINE, DEFAULT_SEED):
+            rows = [known[BASELINE]] + [r for r in rows if r.key != BASELINE]  # its teacher
         for seed in seeds:  # seed-major: an interrupted sweep leaves whole seeds behind
             for row in rows:
                 if not finished(row.key, seed):

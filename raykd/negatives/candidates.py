@@ -173,20 +173,11 @@ def mine_negatives(data, split: str, out, *, source: Source = "union",
     if max_queries is not None:
         queries = sample_queries(queries, qrels, max_queries, seed)
     corpus = corpus_path_of(dataset)
-    rankings = mine_rankings(source, corpus, queries, depth, model=model,
-                             timings=report.seconds, k1=k1, b=b, concurrency=concurrency,
-                             num_gpus=num_gpus, batch_size=batch_size,
-                             student_options=student_options, index_kind=index_kind,
-                             cache_dir=cache_dir)
-    report.seconds["mine"] = time.perf_counter() - start
-    start = time.perf_counter()
-    plans = list(plan_groups(rankings, qrels, sampler, min_rel=min_rel, report=report))
-    texts = fetch_passage_texts(corpus, {p for plan in plans for p in plan["pids"]})
-    report.seconds["texts"] = time.perf_counter() - start
-    start = time.perf_counter()
-    report.outputs = write_candidate_groups(fill_texts(plans, queries, texts, str(corpus)), out,
-                                            num_shards=num_shards, fmt=fmt)
-    report.seconds["write"] = time.perf_counter() - start
+    _rank_sample_write(report, start, corpus, queries, qrels, sampler, out, min_rel=min_rel,
+                       num_shards=num_shards, fmt=fmt, source=source, depth=depth,
+                       model=model, k1=k1, b=b, concurrency=concurrency, num_gpus=num_gpus,
+                       batch_size=batch_size, student_options=student_options,
+                       index_kind=index_kind, cache_dir=cache_dir)
     _write_record(Path(out), report, {
         "data": str(dataset.root), "split": split, "source": source,
         "model": model if source != "bm25" else None, "depth": depth,
@@ -232,27 +223,17 @@ def mine_pseudo_queries(data, out, *, count: int, rule: str = "sentence", pseudo
     if not made:
         raise DataError(str(corpus), None, "text", f"no pseudo-query could be made from "
                         f"{made_report.sampled} sampled passages ({made_report.summary()})")
-    queries = {q.qid: q.text for q in made}
     sources = {q.qid: q for q in made}
-    rankings = mine_rankings(source, corpus, queries, depth, model=model,
-                             timings=report.seconds, k1=k1, b=b, concurrency=concurrency,
-                             num_gpus=num_gpus, batch_size=batch_size,
-                             student_options=student_options, index_kind=index_kind,
-                             cache_dir=cache_dir)
-    report.seconds["mine"] = time.perf_counter() - start
-    start = time.perf_counter()
     qrels = {q.qid: {q.pid: 1} for q in made}  # the source, kept out of the negatives
-    plans = list(plan_groups(rankings, qrels, sampler, report=report))
+    _rank_sample_write(report, start, corpus, {q.qid: q.text for q in made}, qrels, sampler,
+                       out, num_shards=num_shards, fmt=fmt,
+                       shape=lambda groups: _pseudo_groups(groups, sources, source_as_positive),
+                       source=source, depth=depth, model=model, k1=k1, b=b,
+                       concurrency=concurrency, num_gpus=num_gpus, batch_size=batch_size,
+                       student_options=student_options, index_kind=index_kind,
+                       cache_dir=cache_dir)
     if not source_as_positive:  # the sources only steered sampling: no candidate is labelled
         report.positives = 0
-    texts = fetch_passage_texts(corpus, {p for plan in plans for p in plan["pids"]})
-    report.seconds["texts"] = time.perf_counter() - start
-    start = time.perf_counter()
-    report.outputs = write_candidate_groups(
-        _pseudo_groups(fill_texts(plans, queries, texts, str(corpus)), sources,
-                       source_as_positive), out,
-        num_shards=num_shards, fmt=fmt)
-    report.seconds["write"] = time.perf_counter() - start
     _write_record(Path(out), report, {
         "data": str(dataset.root), "queries": "corpus", "rule": rule, "count": count,
         "pseudo_seed": pseudo_seed, "min_words": min_words, "max_words": max_words,
@@ -262,6 +243,26 @@ def mine_pseudo_queries(data, out, *, count: int, rule: str = "sentence", pseudo
         "seed": seed, "source_as_positive": source_as_positive})
     echo(f"[raykd] {report.summary()}")
     return report
+
+
+def _rank_sample_write(report: MiningReport, start: float, corpus, queries: Mapping[str, str],
+                       qrels: Mapping, sampler: NegativeSampler, out, *, min_rel: int = 1,
+                       num_shards: int = 1, fmt: str | None = None, shape=None, source: Source,
+                       depth: int, model: str | None, **mine_options) -> None:
+    """The one candidate writer: rankings from `source`, sampled plans, the chosen passages'
+    texts, groups (reshaped by `shape`, if given) written; timings and counts in `report`."""
+    rankings = mine_rankings(source, corpus, queries, depth, model=model,
+                             timings=report.seconds, **mine_options)
+    report.seconds["mine"] = time.perf_counter() - start
+    start = time.perf_counter()
+    plans = list(plan_groups(rankings, qrels, sampler, min_rel=min_rel, report=report))
+    texts = fetch_passage_texts(corpus, {p for plan in plans for p in plan["pids"]})
+    report.seconds["texts"] = time.perf_counter() - start
+    start = time.perf_counter()
+    groups = fill_texts(plans, queries, texts, str(corpus))
+    report.outputs = write_candidate_groups(shape(groups) if shape else groups, out,
+                                            num_shards=num_shards, fmt=fmt)
+    report.seconds["write"] = time.perf_counter() - start
 
 
 def _pseudo_groups(groups: Iterable[dict], sources: Mapping, source_as_positive: bool

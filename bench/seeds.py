@@ -66,6 +66,10 @@ ROWS = [
         "(0.9 / 1.7), lifted by the labels", "jobs/corpus_kd.py",
         ("teacher.members.1.model=outputs/contrastive-all-s13/student",
          "teacher.weights=[0.9,1.7]")),
+    Row("ft-kl-labelled", "the same teacher and KL on the 709 labelled queries only (no "
+        "pseudo-queries)", "jobs/corpus_kd.py",
+        ("teacher.members.1.model=outputs/contrastive-all-s13/student",
+         "teacher.weights=[0.9,1.7]", "data.queries=labelled")),
     Row("kl-lifted", "KL on the labelled queries only, teacher lifted by the labels",
         "jobs/corpus_kd.py", ("data.queries=labelled",)),
     Row("ckl-all", "CKL (+ InfoNCE)", "jobs/ckl.py", ALL),
@@ -191,7 +195,8 @@ def main(argv=None) -> None:
         p.error(f"--seeds must be comma-separated integers, got {args.seeds!r}")
     rows = [known[k] for k in keys]
     if not args.table:
-        if any(r.key == "ft-kd" for r in rows) and not finished(BASELINE, DEFAULT_SEED):
+        if (any(r.key.startswith("ft-") for r in rows)
+                and not finished(BASELINE, DEFAULT_SEED)):
             rows = [known[BASELINE]] + [r for r in rows if r.key != BASELINE]  # its teacher
         for seed in seeds:  # seed-major: an interrupted sweep leaves whole seeds behind
             for row in rows:

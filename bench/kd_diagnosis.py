@@ -32,11 +32,14 @@ def softmax(x: np.ndarray) -> np.ndarray:
 
 
 def lift(teacher: np.ndarray, positive: np.ndarray, margin: float) -> np.ndarray:
-    """The numpy twin of `raykd.losses.common.lift_positives` for one list."""
-    if not (~positive).any():
-        return teacher
-    floor = teacher[~positive].max() + margin
-    return np.where(positive, np.maximum(teacher, floor), teacher)
+    """One list through `raykd.losses.common.lift_positives`, the correction the loss applies."""
+    import torch
+
+    from raykd.losses.common import lift_positives
+
+    t = torch.as_tensor(teacher, dtype=torch.float64)[None]
+    pos = torch.as_tensor(positive, dtype=torch.bool)[None]
+    return lift_positives(t, pos, torch.ones_like(pos), margin)[0].numpy()
 
 
 def list_terms(s: np.ndarray, t: np.ndarray, positive: np.ndarray, temperature: float) -> dict:

@@ -73,6 +73,32 @@ def test_separate_towers_save_and_route_queries_and_passages(tmp_path, tiny_enco
     np.testing.assert_allclose(st.encode_document(TEXTS), p, atol=1e-5)
 
 
+@pytest.mark.parametrize("shared", [True, False])
+def test_serving_lengths_reach_sentence_transformers_and_training_lengths_stay(
+        tmp_path, tiny_encoder_dir, shared):
+    """Guards the saved student's lengths: a run trains at 8 passage tokens and evaluates at 32;
+    plain SentenceTransformer must then encode at 32 (as raykd measured it), while raykd's own
+    reload keeps training at 8."""
+    from sentence_transformers import SentenceTransformer
+
+    from raykd.students import set_serving_lengths
+
+    long_texts = [" ".join(["mitosis"] + ["cell"] * 40), " ".join(["bank"] + ["rate"] * 40)]
+    student = BiEncoder.from_pretrained(tiny_encoder_dir, shared=shared, pooling="mean",
+                                        query_max_length=8, passage_max_length=8)
+    out = student.save(tmp_path / "student")
+    set_serving_lengths(out, query_max_length=32, passage_max_length=32)
+
+    served = BiEncoder.from_pretrained(out, query_max_length=32, passage_max_length=32)
+    st = SentenceTransformer(str(out), device="cpu")
+    encode = st.encode_document if not shared else st.encode
+    np.testing.assert_allclose(encode(long_texts), served.encode_passages(long_texts), atol=1e-5)
+    assert not np.allclose(served.encode_passages(long_texts), student.encode_passages(long_texts),
+                           atol=1e-3)  # 32 tokens really differ from 8 on these texts
+    again = BiEncoder.from_pretrained(out)
+    assert (again.options.query_max_length, again.options.passage_max_length) == (8, 8)
+
+
 def test_num_layers_truncates_the_encoder(minilm_path):
     """Guards layer truncation: a 2-layer student from the 6-layer MiniLM keeps its first layers."""
     student = BiEncoder.from_pretrained(minilm_path, num_layers=2)

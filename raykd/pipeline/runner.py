@@ -26,7 +26,7 @@ from raykd.pipeline.plots import log_loss_curve, log_score_scatter
 from raykd.pipeline.steps import complete_stage, prepare_stage
 from raykd.pipeline.steps.evaluate import evaluate
 from raykd.pipeline.steps.train import train_student
-from raykd.students import resolve_model
+from raykd.students import resolve_model, set_serving_lengths
 from raykd.tracking import Tracker, resolve_tracking_uri
 from raykd.tracking.lineage import dataset_hashes, git_commit
 
@@ -174,6 +174,7 @@ class RecipeRunner(RunContext):
         if final_dir.exists():
             shutil.rmtree(final_dir)
         shutil.copytree(student, final_dir)
+        set_serving_lengths(final_dir, **recipe.stages[-1].eval.student_options())
         self.tracker.log_artifact(final_dir, STUDENT_DIR)
         test_metrics = {}
         if recipe.test_split:

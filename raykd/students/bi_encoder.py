@@ -274,6 +274,20 @@ class BiEncoder(nn.Module):
                     {"max_seq_length": max_length, "do_lower_case": False})
 
 
+def set_serving_lengths(folder: str | Path, *, query_max_length: int | None = None,
+                        passage_max_length: int | None = None) -> None:
+    """Make a saved student's sentence-transformers config carry the lengths it was evaluated
+    at, so that a plain `SentenceTransformer(folder)` encodes as raykd measured it. The raykd
+    config keeps the training lengths (a further stage trains as this one did)."""
+    root = Path(folder)
+    towers = ({"query": query_max_length, "passage": passage_max_length}
+              if (root / "query").is_dir() else {"": passage_max_length})
+    for tower, length in towers.items():
+        config = root / tower / "sentence_bert_config.json"
+        if length is not None and config.exists():
+            _write_json(config, {**json.loads(config.read_text()), "max_seq_length": int(length)})
+
+
 def _write_json(path: Path, obj) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(obj, indent=2) + "\n")

@@ -136,3 +136,15 @@ def test_bad_options_name_the_field(tiny_encoder_dir, field, value):
     """Guards config errors: a bad option names the student field at fault."""
     with pytest.raises(ConfigError, match=f"student.{field}"):
         BiEncoder.from_pretrained(tiny_encoder_dir, **{field: value})
+
+
+def test_a_relative_model_folder_resolves_absolute_and_a_hub_id_stays(tmp_path, monkeypatch):
+    """Guards `student.model: outputs/run/student`: Ray Train workers run in another working
+    directory, so a local folder must reach them as an absolute path; a Hub id is left as is."""
+    from raykd.students import resolve_model
+
+    (tmp_path / "outputs" / "run" / "student").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    assert resolve_model("outputs/run/student") == str(tmp_path / "outputs" / "run" / "student")
+    assert resolve_model("sentence-transformers/msmarco-bert-base") == \
+        "sentence-transformers/msmarco-bert-base"

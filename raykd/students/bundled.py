@@ -15,7 +15,9 @@ def minilm_path() -> str:
 
 
 def resolve_model(name_or_path: str) -> str:
-    """`minilm` means the bundled MiniLM; anything else is an HF id or a local folder."""
+    """`minilm` means the bundled MiniLM; an existing local folder becomes absolute (Ray Train
+    workers and actors run in other working directories); anything else is an HF id."""
     if name_or_path == MINILM:
         return minilm_path()
-    return os.fspath(name_or_path)
+    local = os.path.expanduser(os.fspath(name_or_path))
+    return os.path.abspath(local) if os.path.isdir(local) else os.fspath(name_or_path)

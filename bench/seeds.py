@@ -43,7 +43,8 @@ class Row:
         seeded = [] if seed == DEFAULT_SEED else [
             f"data.seed={seed}", f"data.pseudo.seed={seed}", f"dark.seed={seed}",
             f"train.seed={seed}"]
-        return [self.job, "--name", run_name(self.key, seed), *self.overrides, *seeded]
+        own = [o.format(seed=seed) for o in self.overrides]  # `{seed}`: this seed's runs
+        return [self.job, "--name", run_name(self.key, seed), *own, *seeded]
 
     def command(self, seed: int) -> str:
         return "python " + " ".join(shlex.quote(a) for a in self.args(seed))
@@ -55,6 +56,10 @@ def run_name(key: str, seed: int) -> str:
 
 # Every row on all 709 labelled train queries (the budget dev chose for the baseline), lr 5e-5.
 ALL = ("train.lr=5e-5", "data.max_queries=null")
+# A second stage that starts from the contrastive student of the same seed; the candidates
+# are mined with the bundled MiniLM as in stage 1 (the same lists for every row).
+CONTINUE = ("student.model=outputs/contrastive-all-s{seed}/student",
+            "data.negatives_model=minilm", "train.lr=2e-5")
 ROWS = [
     Row(BASELINE, "contrastive (InfoNCE on the labels, no teacher)", "jobs/contrastive.py", ALL),
     Row("corpus-kd", "KL on labelled + 709 corpus pseudo-queries, teacher lifted by the labels",
@@ -73,6 +78,19 @@ ROWS = [
     Row("ft-ckl", "CKL (+ InfoNCE on the labels) from the same teacher, labelled queries",
         "jobs/ckl.py", ALL + ("teacher.members.1.model=outputs/contrastive-all-s13/student",
                               "teacher.weights=[0.9,1.7]")),
+    # Two stages of one pipeline per seed: the contrastive student of seed S (stage 1) goes
+    # on, from its own weights, with KL to BM25 + itself on the labelled queries and 709
+    # pseudo-queries (stage 2). Its control `cont-ict` goes on the same way on the same lists
+    # with InfoNCE and the pseudo-query's source passage as its positive (no teacher): the
+    # teacher's share, apart from the extra queries' and steps'. Needs contrastive-all-s<S>.
+    Row("cont-kd", "stage 2 from the contrastive student: KL to BM25 + that student on "
+        "labelled + 709 pseudo-queries", "jobs/corpus_kd.py", CONTINUE + (
+            "teacher.members.1.model=outputs/contrastive-all-s{seed}/student",
+            "teacher.weights=[0.9,1.7]")),
+    Row("cont-ict", "stage 2 from the contrastive student, no teacher: InfoNCE on the same "
+        "lists, a pseudo-query's source passage its positive", "jobs/contrastive.py",
+        CONTINUE + ("data.max_queries=null", "data.queries=both", "data.pseudo.count=709",
+                    "data.pseudo.source_as_positive=true")),
     Row("kl-lifted", "KL on the labelled queries only, teacher lifted by the labels",
         "jobs/corpus_kd.py", ("data.queries=labelled",)),
     Row("ckl-all", "CKL (+ InfoNCE)", "jobs/ckl.py", ALL),

@@ -130,7 +130,7 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--scored", required=True, help="a stage's scored candidate groups folder")
-    p.add_argument("--recipe", default=str(ROOT / "jobs" / "recipes" / "corpus_kd.yaml"),
+    p.add_argument("--recipe", default=str(ROOT / "raykd" / "recipes" / "corpus_kd.yaml"),
                    help="the recipe whose student scores the lists")
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--margins", default="0,1,2", help="positive_margin values to compare")

@@ -79,7 +79,7 @@ ROWS = [
     _recipe_row("collective-kd", "CollectiveKD (late interaction, PRF teacher)",
                 "jobs/collective_kd.py", "collective-kd-scifact"),
     _recipe_row("adam", "ADAM (dark examples + self-paced)", "jobs/adam.py", "adam-scifact"),
-    # The ADAM sweep's best values on dev (jobs/spaces/adam_scifact.yaml: lr 5e-5, temperature
+    # The ADAM sweep's best values on dev (raykd/recipes/spaces/adam_scifact.yaml: lr 5e-5, temperature
     # and CE weight at their defaults), at the shared budget and on every train query.
     _recipe_row("adam-tuned", "ADAM, tuned on dev (lr 5e-5)", "jobs/adam.py", "adam-scifact",
                 "train.lr=5e-5"),

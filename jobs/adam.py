@@ -5,7 +5,7 @@
     ray job submit --working-dir . -- python jobs/adam.py   # on a cluster (RAY_ADDRESS)
     python jobs/adam.py dark.k=4 dark.rho_mask=0.5 loss.params.rho=0.5 name=adam-k4
 
-Prints the student's metrics before and after training. Recipe: jobs/recipes/adam.yaml.
+Prints the student's metrics before and after training. Recipe: raykd/recipes/adam.yaml.
 """
 
 import sys

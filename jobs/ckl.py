@@ -4,7 +4,7 @@
     python jobs/ckl.py --quick         # a smoke run in a few minutes
     python jobs/ckl.py train.lr=3e-5 name=ckl-lr3e-5
 
-Recipe: jobs/recipes/ckl.yaml. Outputs: outputs/<name>/ (student, results.json, MLflow).
+Recipe: raykd/recipes/ckl.yaml. Outputs: outputs/<name>/ (student, results.json, MLflow).
 """
 
 import sys

@@ -5,7 +5,7 @@ queries (in-batch KL, teacher-only temperature, row-max overwrite).
     python jobs/collective_kd.py --quick         # a smoke run
     python jobs/collective_kd.py train.lr=3e-5 name=ckd-lr3e-5
 
-Recipe: jobs/recipes/collective_kd.yaml. Outputs: outputs/<name>/ (student, results.json, MLflow).
+Recipe: raykd/recipes/collective_kd.yaml. Outputs: outputs/<name>/ (student, results.json, MLflow).
 """
 
 import sys

@@ -4,7 +4,7 @@
     python jobs/contrastive.py --quick         # a smoke run in a few minutes
     python jobs/contrastive.py train.lr=3e-5 name=contrastive-lr3e-5
 
-Recipe: jobs/recipes/contrastive.yaml. Outputs: outputs/<name>/ (student, results.json, MLflow).
+Recipe: raykd/recipes/contrastive.yaml. Outputs: outputs/<name>/ (student, results.json, MLflow).
 """
 
 import sys

@@ -1,6 +1,6 @@
 """Distillation on labelled plus corpus pseudo-queries (listwise KL, teacher corrected by labels).
 
-    python jobs/corpus_kd.py                                  # jobs/recipes/corpus_kd.yaml
+    python jobs/corpus_kd.py                                  # raykd/recipes/corpus_kd.yaml
     python jobs/corpus_kd.py data.pseudo.count=2000 data.pseudo.rule=title name=ckd-title
     python jobs/corpus_kd.py data.queries=corpus name=ckd-unlabelled-only
 

@@ -4,7 +4,7 @@
     python jobs/margin_mse.py --quick         # a smoke run in a few minutes
     python jobs/margin_mse.py train.lr=3e-5 name=margin_mse-lr3e-5
 
-Recipe: jobs/recipes/margin_mse.yaml. Outputs: outputs/<name>/ (student, results.json, MLflow).
+Recipe: raykd/recipes/margin_mse.yaml. Outputs: outputs/<name>/ (student, results.json, MLflow).
 """
 
 import sys

@@ -4,7 +4,7 @@
     python jobs/prod.py --quick
     python jobs/prod.py stages.2.repeat=3 name=prod-dpd3    # three data-progressive rounds
 
-A rerun with the same name resumes at the first unfinished stage. Recipe: jobs/recipes/prod.yaml.
+A rerun with the same name resumes at the first unfinished stage. Recipe: raykd/recipes/prod.yaml.
 """
 
 import sys

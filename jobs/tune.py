@@ -1,8 +1,8 @@
 """Ray Tune sweeps over any recipe field, with ASHA on a periodic dev probe.
 
-    python jobs/tune.py --space jobs/spaces/ckl_scifact.yaml --print-plan   # validate, list
-    python jobs/tune.py --space jobs/spaces/ckl_scifact.yaml                # run the sweep
-    python jobs/tune.py --recipe jobs/recipes/ckl.yaml \
+    python jobs/tune.py --space ckl_scifact --print-plan   # a bundled space: validate, list
+    python jobs/tune.py --space ckl_scifact                # run the sweep
+    python jobs/tune.py --recipe ckl \\
         'loss.params.temperature=choice:[0.5,1,2]' train.lr=loguniform:1e-5:1e-4 \
         --search random --num-samples 8 --trial-cpus 1 --max-concurrent 1
 

@@ -20,9 +20,8 @@ from pathlib import Path
 from raykd.config import Recipe, load_recipe
 from raykd.data.beir import BeirDataset
 from raykd.errors import ConfigError, DataError
+from raykd.recipes import require_file
 from raykd.runtime import init_ray, setup_logging
-
-RECIPES_DIR = Path(__file__).resolve().parents[1] / "jobs" / "recipes"
 
 # Small budgets for smoke runs: a few steps, small lists, short passages, dev-only evaluation.
 # A smoke run in minutes on a laptop CPU: 32 training queries, 8 steps, and a 2-layer student
@@ -42,11 +41,14 @@ QUICK_OVERRIDES = [
 ]
 
 
-def parse_args(description: str, default_recipe: str, argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=description,
+def parse_args(description: str, default_recipe: str, argv=None,
+               prog: str | None = None) -> argparse.Namespace:
+    """`default_recipe`: a bundled recipe (`adam.yaml`, in raykd/recipes/)."""
+    parser = argparse.ArgumentParser(prog=prog, description=description,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--recipe", default=str(RECIPES_DIR / default_recipe),
-                        help=f"recipe YAML (default: jobs/recipes/{default_recipe})")
+    parser.add_argument("--recipe", default=default_recipe,
+                        help="a recipe YAML, or the name of a bundled one (`ckl`) "
+                             f"(default: raykd/recipes/{default_recipe})")
     parser.add_argument("--quick", action="store_true",
                         help="a tiny budget: a few steps on short passages (smoke run)")
     parser.add_argument("--name", default=None, help="run name (same name = resume)")
@@ -68,19 +70,19 @@ def resolve(args: argparse.Namespace) -> Recipe:
     return load_recipe(args.recipe, overrides)
 
 
-def run_job(description: str, default_recipe: str, argv=None) -> dict:
+def run_job(description: str, default_recipe: str, argv=None, prog: str | None = None) -> dict:
     """Parse, validate (before any work), run the recipe, print a summary."""
-    args = parse_args(description, default_recipe, argv)
+    args = parse_args(description, default_recipe, argv, prog)
     setup_logging()
     try:
-        if not Path(args.recipe).is_file():
-            raise ConfigError("--recipe", f"{args.recipe}: no such recipe file")
+        args.recipe = str(require_file(args.recipe, "recipe", "--recipe"))
         recipe = resolve(args)
         check_inputs(recipe)
     except (ConfigError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
     if args.print_recipe:
+        print(f"recipe: {args.recipe}", file=sys.stderr)  # which file: the JSON is all stdout
         print(json.dumps(recipe.model_dump(mode="json"), indent=2))
         return {}
     from raykd.pipeline.runner import RecipeRunner

@@ -8,8 +8,9 @@ import pytest
 
 from raykd.config import load_recipe, recipe_from_dict
 from raykd.errors import ConfigError
+from raykd.recipes import RECIPES_DIR
 
-RECIPES = sorted((Path(__file__).resolve().parents[1] / "jobs" / "recipes").glob("*.yaml"))
+RECIPES = sorted((Path(__file__).resolve().parents[1] / "raykd" / "recipes").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=[p.stem for p in RECIPES])
@@ -97,10 +98,10 @@ def test_repeat_zero_leaves_a_stage_out():
     recipe with nothing left to run is refused."""
     from raykd.pipeline.runner import RecipeRunner
 
-    recipe = load_recipe(Path("jobs/recipes/prod.yaml"), ["stages.2.repeat=0"])
+    recipe = load_recipe(RECIPES_DIR / "prod.yaml", ["stages.2.repeat=0"])
     assert [s.name for s in RecipeRunner(recipe).stages] == ["tpd-dense", "tpd-ensemble"]
     with pytest.raises(ConfigError, match="nothing to run"):
-        load_recipe(Path("jobs/recipes/prod.yaml"),
+        load_recipe(RECIPES_DIR / "prod.yaml",
                     [f"stages.{i}.repeat=0" for i in range(3)])
 
 

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from raykd.errors import ConfigError
 from raykd.tune.space import as_overrides, grid_trials, parse_space, random_trials
@@ -90,16 +91,19 @@ def test_a_bad_sampled_field_fails_before_any_trial(tmp_path, toy_beir_dir, tiny
 
 
 @pytest.mark.parametrize("space", sorted(
-    p.name for p in (Path(__file__).parents[1] / "jobs" / "spaces").glob("*.yaml")))
+    p.name for p in (Path(__file__).parents[1] / "raykd" / "recipes" / "spaces").glob("*.yaml")))
 def test_bundled_space_files_plan_and_every_trial_carries_its_values(space):
     """Guards the shipped sweeps: each space file parses, plans at least 8 trials, and each
     trial's recipe holds its swept values (on every stage) and the trial-only budget."""
+    from raykd.recipes import bundled_path
     from raykd.tune.cli import build_parser, options_from_args
     from raykd.tune.sweep import _validate
 
-    root = Path(__file__).parents[1]
-    args = build_parser().parse_args(["--space", str(root / "jobs" / "spaces" / space)])
+    # by its bare name, as the README gives it; the space names its recipe by name too
+    args = build_parser().parse_args(["--space", Path(space).stem])
     plan = plan_sweep(options_from_args(args))
+    recipe_name = yaml.safe_load(bundled_path(Path(space).stem, "space").read_text())["recipe"]
+    assert Path(plan.options.recipe) == bundled_path(recipe_name)
     assert len(plan.trials) >= 8
     assert len({tuple(sorted(t.items())) for t in plan.trials}) == len(plan.trials)
     for i, values in enumerate(plan.trials):

@@ -38,6 +38,7 @@ from raykd.data.beir import BeirDataset
 from raykd.errors import ConfigError
 from raykd.eval.metrics import evaluate_run, read_trec_run
 from raykd.eval.retrieval import RetrievalResult
+from raykd.recipes import bundled_file, bundled_names
 from raykd.teachers.base import stable_hash
 
 log = logging.getLogger(__name__)
@@ -77,8 +78,9 @@ def teacher_preset(name: str, model: str | None = None, *, query_max_length: int
                                                "(--model PATH: a HF folder, e.g. one written by "
                                                "jobs/train_teacher.py)")
         return TeacherSpec(kind="cross_encoder", model=model, **lengths)
-    raise ConfigError("teacher", f"{name!r} is neither a preset {TEACHER_PRESETS} nor an "
-                                 "existing TeacherSpec YAML/JSON file")
+    raise ConfigError("teacher", f"{name!r} is neither a preset {TEACHER_PRESETS}, an "
+                                 "existing TeacherSpec YAML/JSON file nor a bundled one "
+                                 f"({', '.join(bundled_names('teacher'))})")
 
 
 def load_teacher_spec(path: str | Path) -> TeacherSpec:
@@ -103,14 +105,16 @@ def load_teacher_spec(path: str | Path) -> TeacherSpec:
 
 
 def resolve_teacher(teacher: str, model: str | None = None, **preset_options) -> TeacherSpec:
-    """`teacher` is a preset name or a spec file; `model` goes with presets only."""
+    """`teacher` is a preset name, a spec file or a bundled spec's name (raykd/recipes/teachers/:
+    `bm25_contrastive`); `model` goes with presets only."""
     if teacher in TEACHER_PRESETS:
         return teacher_preset(teacher, model, **preset_options)
-    if Path(teacher).is_file():
+    path = bundled_file(teacher, "teacher")
+    if path is not None:
         if model:
             raise ConfigError("teacher.model", "--model goes with a preset (--teacher "
                                                "cross_encoder ...), not with a spec file")
-        return load_teacher_spec(teacher)
+        return load_teacher_spec(path)
     return teacher_preset(teacher, model)  # raises, naming the presets
 
 

@@ -1,10 +1,10 @@
 """Command line of `jobs/tune.py`: a recipe, a search space, the search, ASHA and resources.
 
-    python jobs/tune.py --space jobs/spaces/ckl_scifact.yaml --print-plan
-    python jobs/tune.py --space jobs/spaces/ckl_scifact.yaml
-    python jobs/tune.py --recipe jobs/recipes/ckl.yaml --name ckl-t \\
+    python jobs/tune.py --space ckl_scifact --print-plan     # a bundled space, by name
+    python jobs/tune.py --space ckl_scifact
+    python jobs/tune.py --recipe ckl --name ckl-t \\
         'loss.params.temperature=choice:[0.5,1,2]' 'loss.params.gamma=choice:[1,2]'
-    python jobs/tune.py --recipe jobs/recipes/ckl.yaml --search random --num-samples 8 \\
+    python jobs/tune.py --recipe my_recipe.yaml --search random --num-samples 8 \\
         train.lr=loguniform:1e-5:1e-4 stages.0.loss.params.temperature=uniform:0.5:4
 
 Positional items: `field=<domain>` is a search dimension (domains: choice:[a,b,...],
@@ -13,9 +13,11 @@ for every trial and the best recipe. `--trial-override field=value` applies to t
 (e.g. a shorter budget). Fields are the recipe's dotted paths: `train.*`, `loss.*`,
 `teacher.*`, `data.*`, `dark.*`, `eval.*` apply to every stage, `stages.N.field` to one.
 
-A space file (YAML) holds the same settings; command-line options win over it:
+`--space` and `--recipe` (and a space file's `recipe:`) take a file or the name of a bundled
+one (raykd/recipes/spaces/, raykd/recipes/). A space file (YAML) holds the same settings;
+command-line options win over it:
 
-    recipe: jobs/recipes/ckl.yaml
+    recipe: ckl                   # a recipe file, or a bundled recipe's name
     name: ckl-scifact-sweep
     search: grid                  # grid | random | optuna
     num_samples: 1                # random/optuna: trials; grid: repeats
@@ -39,11 +41,11 @@ from pathlib import Path
 import yaml
 
 from raykd.errors import ConfigError
+from raykd.recipes import require_file
 from raykd.runtime import init_ray, setup_logging
 from raykd.tune.space import KINDS, parse_space
 from raykd.tune.sweep import SweepOptions, plan_sweep, run_sweep
 
-REPO = Path(__file__).resolve().parents[2]
 SECTIONS = {"probe": {"every": "probe_every", "depth": "probe_depth", "queries": "probe_queries",
                       "source": "probe_source", "measure": "measure"},
             "asha": {"grace_period": "grace_period", "reduction_factor": "reduction_factor"},
@@ -57,8 +59,9 @@ TOP_KEYS = {"recipe", "name", "search", "num_samples", "seed", "overrides", "tri
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="jobs/tune.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--space", help="a space file (YAML, above)")
-    p.add_argument("--recipe", help="base recipe YAML (default: the space file's)")
+    p.add_argument("--space", help="a space file (YAML, above) or a bundled space's name")
+    p.add_argument("--recipe", help="base recipe YAML or a bundled recipe's name (default: the "
+                                    "space file's)")
     p.add_argument("--name", help="sweep name: trials are <name>-tNN, results in "
                                   "<storage>/sweeps/<name>/")
     p.add_argument("--search", choices=["grid", "random", "optuna"])
@@ -91,17 +94,11 @@ def _is_dimension(item: str) -> bool:
     return value.split(":", 1)[0].strip() in KINDS and ":" in value
 
 
-def _resolve_path(path: str) -> str:
-    if Path(path).exists() or Path(path).is_absolute():
-        return path
-    return str(REPO / path) if (REPO / path).exists() else path
-
-
 def options_from_args(args: argparse.Namespace) -> SweepOptions:
     """Space file first, then the command line; validates names and the space."""
     file: dict = {}
     if args.space:
-        file = yaml.safe_load(Path(_resolve_path(args.space)).read_text()) or {}
+        file = yaml.safe_load(require_file(args.space, "space", "--space").read_text()) or {}
         unknown = sorted(set(file) - TOP_KEYS)
         if unknown:
             raise ConfigError(unknown[0], f"unknown key in {args.space}; known: "
@@ -128,7 +125,8 @@ def options_from_args(args: argparse.Namespace) -> SweepOptions:
     if args.storage:
         overrides.append(f"storage={args.storage}")
     name = args.name or file.get("name") or f"{Path(recipe).stem}-sweep"
-    return SweepOptions(recipe=_resolve_path(recipe), name=name,
+    recipe_path = require_file(recipe, "recipe", "--recipe" if args.recipe else "recipe")
+    return SweepOptions(recipe=str(recipe_path), name=name,
                         dims=parse_space(dims_cli, file.get("space")), overrides=overrides,
                         trial_overrides=[*(file.get("trial_overrides") or []),
                                          *args.trial_override], **settings)

@@ -1,6 +1,6 @@
 """The sweep driver: plan and validate trials, warm the shared caches, run Tune, write the best.
 
-    plan = plan_sweep(SweepOptions(recipe="jobs/recipes/ckl.yaml", name="ckl-t", dims=dims))
+    plan = plan_sweep(SweepOptions(recipe="raykd/recipes/ckl.yaml", name="ckl-t", dims=dims))
     result = run_sweep(plan)          # needs Ray (raykd.runtime.init_ray)
 
 1. Plan: grid and random trials are drawn here (seeded) and every one is validated as a

@@ -6,14 +6,18 @@ queries (in-batch KL, teacher-only temperature, row-max overwrite).
     python jobs/collective_kd.py train.lr=3e-5 name=ckd-lr3e-5
 
 Recipe: raykd/recipes/collective_kd.yaml. Outputs: outputs/<name>/ (student, results.json, MLflow).
+
+The same job as `raykd run collective_kd` (raykd/commands/run.py); `--help` lists its options.
 """
 
 import sys
 from pathlib import Path
 
+# Python puts this file's folder (jobs/), not the repository root, on sys.path: when raykd is
+# not installed (a cluster's working_dir upload, a bare checkout) this line finds the package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from raykd.cli import run_job  # noqa: E402
+from raykd.commands.run import run_method  # noqa: E402
 
 if __name__ == "__main__":
-    run_job(__doc__, "collective_kd.yaml")
+    run_method("collective_kd", prog="python jobs/collective_kd.py")

@@ -5,14 +5,18 @@
     python jobs/contrastive.py train.lr=3e-5 name=contrastive-lr3e-5
 
 Recipe: raykd/recipes/contrastive.yaml. Outputs: outputs/<name>/ (student, results.json, MLflow).
+
+The same job as `raykd run contrastive` (raykd/commands/run.py); `--help` lists its options.
 """
 
 import sys
 from pathlib import Path
 
+# Python puts this file's folder (jobs/), not the repository root, on sys.path: when raykd is
+# not installed (a cluster's working_dir upload, a bare checkout) this line finds the package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from raykd.cli import run_job  # noqa: E402
+from raykd.commands.run import run_method  # noqa: E402
 
 if __name__ == "__main__":
-    run_job(__doc__, "contrastive.yaml")
+    run_method("contrastive", prog="python jobs/contrastive.py")

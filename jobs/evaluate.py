@@ -1,96 +1,17 @@
-"""Evaluate a student (default: the bundled all-MiniLM-L6-v2) or BM25 by full retrieval.
+"""Evaluate a student (default: the bundled MiniLM) or BM25 by full retrieval.
 
-    python jobs/evaluate.py                              # MiniLM zero-shot on SciFact test
-    python jobs/evaluate.py --model bm25                 # BM25 baseline
-    python jobs/evaluate.py --model outputs/adam/student --split dev
-    python jobs/evaluate.py --data /path/to/beir/nfcorpus --split test --rel 1
-    python jobs/evaluate.py --late-interaction --similarity l2 --mask-punctuation \
-        --query-max-length 64                            # MiniLM token vectors, MaxSim
-
-Prints a metrics table and writes `run.trec` and `metrics.json` to `--out`.
+The launcher of `raykd evaluate` (raykd/commands/evaluate.py), for a checkout
+and `ray job submit -- python jobs/evaluate.py ...`; `--help` lists the options.
 """
 
-from __future__ import annotations
-
-import argparse
 import sys
-import time
 from pathlib import Path
 
+# Python puts this file's folder (jobs/), not the repository root, on sys.path: when raykd is
+# not installed (a cluster's working_dir upload, a bare checkout) this line finds the package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from raykd.data.beir import BeirDataset  # noqa: E402
-from raykd.datasets import scifact_dir  # noqa: E402
-from raykd.eval.late_interaction import late_interaction_retrieval  # noqa: E402
-from raykd.eval.retrieval import bm25_retrieval, dense_retrieval, format_table  # noqa: E402
-from raykd.runtime import init_ray, setup_logging  # noqa: E402
-from raykd.students import resolve_model  # noqa: E402
-
-
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="minilm",
-                   help="'minilm' (bundled), 'bm25', a student folder or an HF encoder path")
-    p.add_argument("--data", default=str(scifact_dir()), help="a BEIR-layout dataset folder")
-    p.add_argument("--split", default="test", help="qrels split to evaluate (default: test)")
-    p.add_argument("--max-length", type=int, default=256, help="passage max length in tokens")
-    p.add_argument("--query-max-length", type=int, default=256, help="query max length in tokens")
-    p.add_argument("--k", type=int, default=1000, help="retrieval depth")
-    p.add_argument("--index", choices=("flat", "ivf"), default="flat", help="faiss index kind")
-    p.add_argument("--rel", type=int, default=1, help="minimum relevance for binary measures")
-    p.add_argument("--concurrency", type=int, default=2, help="encoder actors")
-    p.add_argument("--num-gpus", type=float, default=0.0, help="GPUs per encoder actor")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--late-interaction", action="store_true",
-                   help="score by MaxSim over token vectors (faiss over the corpus tokens, then "
-                        "exact MaxSim), as CollectiveKD's student, instead of one vector a text")
-    p.add_argument("--similarity", choices=("cosine", "l2", "dot"), default=None,
-                   help="late interaction: token similarity (default: the model's own)")
-    p.add_argument("--mask-punctuation", action="store_true",
-                   help="late interaction: drop punctuation tokens from passages")
-    p.add_argument("--embedding-cache", default="outputs/embedding_cache",
-                   help="reuse corpus embeddings of the same model ('' to disable)")
-    p.add_argument("--out", default=None, help="output folder (default: outputs/evaluate/<name>-<split>)")
-    return p.parse_args(argv)
-
-
-def main(argv=None) -> dict:
-    args = parse_args(argv)
-    if (args.similarity or args.mask_punctuation) and not args.late_interaction:
-        raise SystemExit("error: --similarity and --mask-punctuation need --late-interaction")
-    setup_logging()
-    dataset = BeirDataset.from_dir(args.data)
-    start = time.perf_counter()
-    if args.model == "bm25":
-        result = bm25_retrieval(dataset, args.split, k=args.k, rel=args.rel)
-    else:
-        init_ray()
-        name = "minilm-zero-shot" if args.model == "minilm" else Path(args.model).name
-        options = {"passage_max_length": args.max_length,
-                   "query_max_length": args.query_max_length}
-        common = dict(k=args.k, concurrency=args.concurrency, num_gpus=args.num_gpus,
-                      batch_size=args.batch_size, rel=args.rel,
-                      cache_dir=args.embedding_cache or None)
-        if args.late_interaction:
-            if args.similarity:
-                options["similarity"] = args.similarity
-            if args.mask_punctuation:
-                options["mask_punctuation"] = True
-            result = late_interaction_retrieval(
-                resolve_model(args.model), dataset, args.split, name=f"{name}-late-interaction",
-                student_options=options, **common)
-        else:
-            result = dense_retrieval(resolve_model(args.model), dataset, args.split, name=name,
-                                     index_kind=args.index, student_options=options, **common)
-    wall = time.perf_counter() - start
-    out = Path(args.out or f"outputs/evaluate/{result.name}-{args.split}")
-    result.seconds["wall"] = wall
-    result.save(out)
-    print(f"\n{Path(args.data).name} {args.split}: {len(result.run)} queries, wall {wall:.0f}s")
-    print(format_table([result]))
-    print(f"\nrun and metrics written to {out}/")
-    return result.metrics
-
+from raykd.commands.evaluate import main  # noqa: E402
 
 if __name__ == "__main__":
-    main()
+    main(prog="python jobs/evaluate.py")

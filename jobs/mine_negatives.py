@@ -1,83 +1,17 @@
-"""Mine hard negatives for a split and write candidate groups (positives first, then negatives).
+"""Mine hard negatives for a split and write candidate groups.
 
-    python jobs/mine_negatives.py                                    # SciFact train, BM25 top-100
-    python jobs/mine_negatives.py --source union --model minilm --num-negatives 15
-    python jobs/mine_negatives.py --source dense --sampling hardest --depth 50 \\
-        --out outputs/negatives/scifact-train-dense.parquet
-    python jobs/mine_negatives.py --source student --model outputs/prod/stage1/student \\
-        --sampling window --window 5 100 --num-shards 4 --format parquet
-
-Prints counts (groups, positives, negatives, queries skipped, recall of the top-k) and timings;
-writes the groups plus a `.mining.yaml` record of the parameters next to them.
+The launcher of `raykd mine-negatives` (raykd/commands/mine_negatives.py), for a checkout
+and `ray job submit -- python jobs/mine_negatives.py ...`; `--help` lists the options.
 """
 
-from __future__ import annotations
-
-import argparse
 import sys
-import time
 from pathlib import Path
 
+# Python puts this file's folder (jobs/), not the repository root, on sys.path: when raykd is
+# not installed (a cluster's working_dir upload, a bare checkout) this line finds the package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from raykd.datasets import scifact_dir  # noqa: E402
-from raykd.negatives import SOURCES, mine_negatives  # noqa: E402
-from raykd.negatives.sampling import SAMPLINGS  # noqa: E402
-from raykd.runtime import init_ray, setup_logging  # noqa: E402
-
-
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default=str(scifact_dir()), help="a BEIR-layout dataset folder")
-    p.add_argument("--split", default="train", help="qrels split whose queries get groups")
-    p.add_argument("--source", choices=SOURCES, default="bm25",
-                   help="bm25, dense (--model), union (both, interleaved) or student (--model)")
-    p.add_argument("--model", default="minilm",
-                   help="dense retriever: 'minilm' (bundled), a student folder or an HF path")
-    p.add_argument("--depth", type=int, default=100, help="retrieval depth to sample from")
-    p.add_argument("--num-negatives", type=int, default=7, help="negatives per query")
-    p.add_argument("--sampling", choices=SAMPLINGS, default="random")
-    p.add_argument("--window", type=int, nargs=2, default=(0, 100), metavar=("START", "END"),
-                   help="rank window [START, END) for --sampling window")
-    p.add_argument("--seed", type=int, default=13)
-    p.add_argument("--min-rel", type=int, default=1, help="lowest qrels grade that is a positive")
-    p.add_argument("--num-shards", type=int, default=1, help="files to write (needs a folder)")
-    p.add_argument("--format", choices=("jsonl", "jsonl.gz", "parquet"), default=None,
-                   help="output format when --out is a folder (default jsonl)")
-    p.add_argument("--concurrency", type=int, default=2, help="corpus encoder actors")
-    p.add_argument("--num-gpus", type=float, default=0.0, help="GPUs per encoder actor")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--max-length", type=int, default=256, help="passage max length (dense)")
-    p.add_argument("--out", default=None,
-                   help="a .jsonl[.gz]/.parquet file or a folder (default: "
-                        "outputs/negatives/<data>-<split>-<source>.jsonl)")
-    return p.parse_args(argv)
-
-
-def main(argv=None):
-    args = parse_args(argv)
-    setup_logging()
-    out = args.out or (f"outputs/negatives/{Path(args.data).name}-{args.split}-{args.source}"
-                       + (".jsonl" if args.num_shards == 1 and not args.format else ""))
-    if args.source != "bm25":
-        init_ray()
-    start = time.perf_counter()
-    report = mine_negatives(
-        args.data, args.split, out, source=args.source, model=args.model, depth=args.depth,
-        num_negatives=args.num_negatives, sampling=args.sampling, window=tuple(args.window),
-        seed=args.seed, min_rel=args.min_rel, num_shards=args.num_shards, fmt=args.format,
-        concurrency=args.concurrency, num_gpus=args.num_gpus, batch_size=args.batch_size,
-        student_options={"passage_max_length": args.max_length})
-    wall = time.perf_counter() - start
-    print(f"\n{Path(args.data).name} {args.split} / {args.source} "
-          f"(depth {args.depth}, {args.sampling}, seed {args.seed}):")
-    print(f"  {report.summary()}")
-    print("  timings: " + ", ".join(f"{k} {v:.1f}s" for k, v in report.seconds.items())
-          + f", wall {wall:.1f}s")
-    print("  written: " + ", ".join(report.outputs))
-    return report
-
+from raykd.commands.mine_negatives import main  # noqa: E402
 
 if __name__ == "__main__":
-    main()
+    main(prog="python jobs/mine_negatives.py")

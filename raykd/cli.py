@@ -1,9 +1,11 @@
-"""The command line shared by the method jobs (`jobs/<method>.py`): a recipe plus overrides.
+"""The command line shared by the method jobs: a recipe plus overrides. `raykd run <method>`
+(raykd/commands/run.py) and the launchers `jobs/<method>.py` run it:
 
-    python jobs/margin_mse.py                                  # the bundled recipe
-    python jobs/margin_mse.py --quick                          # a tiny budget, for a smoke run
-    python jobs/margin_mse.py train.lr=3e-5 loss.params.temperature=2 name=mm-lr3e-5
-    python jobs/margin_mse.py --recipe my_recipe.yaml
+    raykd run margin_mse                                   # the bundled recipe
+    raykd run margin_mse --quick                           # a tiny budget, for a smoke run
+    raykd run margin_mse train.lr=3e-5 loss.params.temperature=2 name=mm-lr3e-5
+    raykd run margin_mse --recipe my_recipe.yaml
+    python jobs/margin_mse.py --quick                      # the same job, from a checkout
 
 Overrides are dotted `field=value` pairs (YAML values); `train.*`, `loss.*`, `teacher.*`,
 `data.*`, `dark.*` and `eval.*` apply to every stage, `stages.N.field` to one.

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 
 LAYERS = (
+    # the `raykd` command and `python -m raykd`: the jobs' command lines (jobs/*.py launch them)
+    ("__main__", "commands"),
     ("cli", "pipeline", "tune"),
     ("train", "teachers", "eval"),
     ("negatives", "dark", "index"),

@@ -95,8 +95,8 @@ def test_a_bad_sampled_field_fails_before_any_trial(tmp_path, toy_beir_dir, tiny
 def test_bundled_space_files_plan_and_every_trial_carries_its_values(space):
     """Guards the shipped sweeps: each space file parses, plans at least 8 trials, and each
     trial's recipe holds its swept values (on every stage) and the trial-only budget."""
+    from raykd.commands.tune import build_parser, options_from_args
     from raykd.recipes import bundled_path
-    from raykd.tune.cli import build_parser, options_from_args
     from raykd.tune.sweep import _validate
 
     # by its bare name, as the README gives it; the space names its recipe by name too

@@ -76,7 +76,7 @@ def teacher_preset(name: str, model: str | None = None, *, query_max_length: int
         if not model:
             raise ConfigError("teacher.model", "a cross_encoder teacher needs a model "
                                                "(--model PATH: a HF folder, e.g. one written by "
-                                               "jobs/train_teacher.py)")
+                                               "raykd train-teacher)")
         return TeacherSpec(kind="cross_encoder", model=model, **lengths)
     raise ConfigError("teacher", f"{name!r} is neither a preset {TEACHER_PRESETS}, an "
                                  "existing TeacherSpec YAML/JSON file nor a bundled one "

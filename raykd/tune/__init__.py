@@ -1,5 +1,5 @@
 """Ray Tune sweeps over recipe fields: spaces (`space`), the sweep driver (`sweep`) and the
-trial trainable (`trial`). Entry point: `jobs/tune.py`."""
+trial trainable (`trial`). Command line: `raykd tune` (raykd/commands/tune.py)."""
 
 from raykd.tune.space import Dimension, parse_space
 from raykd.tune.sweep import SweepOptions, SweepPlan, plan_sweep, run_sweep

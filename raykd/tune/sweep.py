@@ -14,7 +14,7 @@
    dev probe, `max_concurrent` trials at a time, every trial's workers sized by `trial_cpus`.
 4. Results: `<storage>/sweeps/<name>/trials.json` (config, status, probe values, teacher pairs
    scored/cached), `best_recipe.yaml` (the base recipe plus the best values: run it with
-   `jobs/<method>.py --recipe`) and one MLflow parent run with a child run per trial.
+   `raykd run <method> --recipe`) and one MLflow parent run with a child run per trial.
 """
 
 from __future__ import annotations

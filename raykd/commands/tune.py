@@ -1,10 +1,12 @@
-"""Command line of `jobs/tune.py`: a recipe, a search space, the search, ASHA and resources.
+"""Ray Tune sweeps over any recipe field, with ASHA on a periodic dev probe.
 
-    python jobs/tune.py --space ckl_scifact --print-plan     # a bundled space, by name
-    python jobs/tune.py --space ckl_scifact
-    python jobs/tune.py --recipe ckl --name ckl-t \\
+A recipe, a search space, the search, ASHA and the resources:
+
+    raykd tune --space ckl_scifact --print-plan     # a bundled space, by name: validate, list
+    raykd tune --space ckl_scifact                  # run the sweep
+    raykd tune --recipe ckl --name ckl-t \\
         'loss.params.temperature=choice:[0.5,1,2]' 'loss.params.gamma=choice:[1,2]'
-    python jobs/tune.py --recipe my_recipe.yaml --search random --num-samples 8 \\
+    raykd tune --recipe my_recipe.yaml --search random --num-samples 8 \\
         train.lr=loguniform:1e-5:1e-4 stages.0.loss.params.temperature=uniform:0.5:4
 
 Positional items: `field=<domain>` is a search dimension (domains: choice:[a,b,...],
@@ -12,6 +14,8 @@ uniform:lo:hi, loguniform:lo:hi, randint:lo:hi); any other `field=value` is a re
 for every trial and the best recipe. `--trial-override field=value` applies to trials only
 (e.g. a shorter budget). Fields are the recipe's dotted paths: `train.*`, `loss.*`,
 `teacher.*`, `data.*`, `dark.*`, `eval.*` apply to every stage, `stages.N.field` to one.
+Outputs: <storage>/sweeps/<name>/trials.json and best_recipe.yaml (run it with `raykd run
+<method> --recipe`), one MLflow parent run with a child run per trial.
 
 `--space` and `--recipe` (and a space file's `recipe:`) take a file or the name of a bundled
 one (raykd/recipes/spaces/, raykd/recipes/). A space file (YAML) holds the same settings;
@@ -40,6 +44,7 @@ from pathlib import Path
 
 import yaml
 
+from raykd.commands import describe
 from raykd.errors import ConfigError
 from raykd.recipes import require_file
 from raykd.runtime import init_ray, setup_logging
@@ -56,8 +61,11 @@ TOP_KEYS = {"recipe", "name", "search", "num_samples", "seed", "overrides", "tri
             "space", "full_eval", *SECTIONS}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="jobs/tune.py", description=__doc__,
+PROG = "raykd tune"
+
+
+def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=describe(__doc__, PROG, prog),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--space", help="a space file (YAML, above) or a bundled space's name")
     p.add_argument("--recipe", help="base recipe YAML or a bundled recipe's name (default: the "
@@ -132,8 +140,8 @@ def options_from_args(args: argparse.Namespace) -> SweepOptions:
                                          *args.trial_override], **settings)
 
 
-def main(argv=None) -> dict:
-    args = build_parser().parse_args(argv)
+def main(argv=None, prog: str = PROG) -> dict:
+    args = build_parser(prog).parse_args(argv)
     setup_logging()
     try:
         plan = plan_sweep(options_from_args(args))

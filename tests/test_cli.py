@@ -1,0 +1,121 @@
+"""The `raykd` command and its launchers: one code path per job, the listing in `raykd --help`,
+bundled files by bare name, and evaluate's qrels check before any work."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from raykd.commands import COMMANDS, summary
+from raykd.errors import ConfigError
+from raykd.recipes import bundled_file, bundled_names, bundled_path, require_file
+from raykd.recipes import summary as recipe_summary
+
+ROOT = Path(__file__).resolve().parents[1]
+METHODS = bundled_names("recipe")
+TOOLS = [name for name in COMMANDS if name != "run"]
+
+
+def _run(*args: str, cwd: Path = ROOT, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=300,
+                          cwd=cwd, env={**os.environ, **(env or {})})
+
+
+def test_the_methods_are_the_bundled_recipes():
+    """Guards the method list: one per packaged recipe, each with a one-line summary, and the
+    launchers jobs/<method>.py are exactly these (plus the tools' launchers)."""
+    assert METHODS == ["adam", "ckl", "collective_kd", "contrastive", "corpus_kd", "margin_mse",
+                       "prod"]
+    launchers = sorted(p.stem for p in (ROOT / "jobs").glob("*.py"))
+    assert launchers == sorted([*METHODS, *(COMMANDS[t] for t in TOOLS)])
+    for name in [*METHODS]:
+        assert 0 < len(recipe_summary(name)) <= 80, name
+    for name in TOOLS:
+        assert 0 < len(summary(COMMANDS[name])) <= 80, name
+
+
+def test_help_lists_every_method_and_tool_on_one_line_each():
+    done = _run("-m", "raykd", "--help")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    for name in METHODS:
+        (line,) = [x for x in lines if x.split()[:1] == [name]]
+        assert line.endswith(recipe_summary(name)), line
+    for name in TOOLS:
+        (line,) = [x for x in lines if x.split()[:1] == [name]]
+        assert line.endswith(summary(COMMANDS[name])), line
+    assert "raykd run <method>" in done.stdout
+
+
+@pytest.mark.parametrize("args,message", [
+    ([], "the following arguments are required: command"),
+    (["trian"], "argument command: invalid choice: 'trian'"),
+    (["run", "adm"], "argument method: invalid choice: 'adm'"),
+    (["run", "adam", "--recipe", "nope"],
+     "error: config field '--recipe': nope: no such recipe file (bundled recipes: adam, ckl"),
+])
+def test_bad_commands_are_one_line_and_exit_2(args, message):
+    done = _run("-m", "raykd", *args)
+    assert done.returncode == 2
+    assert message in done.stderr.strip().splitlines()[-1], done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("job,command", [("adam", ["run", "adam"]),
+                                         ("score_teacher", ["score-teacher"]),
+                                         ("evaluate", ["evaluate"])])
+def test_launcher_and_command_are_one_job(job, command):
+    """`python jobs/<job>.py --help` and `raykd <command> --help` are the same parser and text,
+    but for the name each is called by (examples included)."""
+    launcher = _run(f"jobs/{job}.py", "--help")
+    tool = _run("-m", "raykd", *command, "--help")
+    assert launcher.returncode == tool.returncode == 0
+    prog = "raykd " + " ".join(command)
+    assert prog in tool.stdout
+    assert " ".join(launcher.stdout.split()) == " ".join(
+        tool.stdout.replace(prog, f"python jobs/{job}.py").split())
+
+
+def test_help_texts_name_files_that_exist_and_keep_their_continuations():
+    """score-teacher's example names a bundled teacher that resolves; evaluate's example keeps
+    its backslash line continuation (a non-raw docstring would join the two lines)."""
+    score = _run("-m", "raykd", "score-teacher", "--help").stdout
+    assert "--teacher bm25_contrastive" in score
+    assert bundled_file("bm25_contrastive", "teacher") is not None
+    assert "jobs/recipes" not in score
+    evaluate = _run("-m", "raykd", "evaluate", "--help").stdout
+    assert "--mask-punctuation \\\n        --query-max-length 64" in evaluate
+
+
+def test_bundled_files_resolve_by_bare_name_path_or_package_path(tmp_path, monkeypatch):
+    from raykd.eval.rerank import resolve_teacher
+
+    monkeypatch.chdir(tmp_path)  # no checkout-relative path works by accident
+    assert bundled_file("ckl") == bundled_file("ckl.yaml") == bundled_path("ckl")
+    assert bundled_file("raykd/recipes/ckl.yaml") == bundled_path("ckl")
+    assert bundled_file("ckl_scifact", "space") == bundled_path("ckl_scifact", "space")
+    assert bundled_file("ckl_scifact") is None  # a space is not a recipe
+    mine = tmp_path / "ckl"
+    mine.write_text("name: mine\n")
+    assert bundled_file("ckl") == Path("ckl")  # a file of that name in the cwd wins
+    with pytest.raises(ConfigError, match=r"nope: no such space file \(bundled spaces: "
+                                          r"adam_scifact, ckl_scifact\)"):
+        require_file("nope", "space", "--space")
+    spec = resolve_teacher("bm25_contrastive")
+    assert spec.kind == "ensemble" and spec.weights == [0.9, 1.7]
+    assert resolve_teacher(str(bundled_path("bm25_contrastive", "teacher"))) == spec
+
+
+def test_run_print_recipe_by_bare_name_from_anywhere(tmp_path):
+    done = _run("-m", "raykd", "run", "ckl", "--recipe", "margin_mse", "--quick",
+                "--print-recipe", "train.lr=3e-5", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    recipe = json.loads(done.stdout)
+    assert recipe["method"] == "margin_mse" and recipe["name"] == "margin_mse-quick"
+    assert recipe["stages"][0]["train"]["lr"] == 3e-5
+    assert f"recipe: {bundled_path('margin_mse')}" in done.stderr

@@ -7,18 +7,22 @@
     raykd evaluate --late-interaction --similarity l2 --mask-punctuation \\
         --query-max-length 64                   # MiniLM token vectors, MaxSim
 
-Prints a metrics table and writes `run.trec` and `metrics.json` to `--out`.
+Checks the split's qrels against the corpus before any work (a judged passage missing from the
+corpus is one line naming the qrels file and the id, exit 2). Prints a metrics table and
+writes `run.trec` and `metrics.json` to `--out`.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
 from raykd.commands import describe
 from raykd.data.beir import BeirDataset
 from raykd.datasets import scifact_dir
+from raykd.errors import DataError
 from raykd.eval.late_interaction import late_interaction_retrieval
 from raykd.eval.retrieval import bm25_retrieval, dense_retrieval, format_table
 from raykd.runtime import init_ray, setup_logging
@@ -55,12 +59,25 @@ def parse_args(argv=None, prog: str = PROG) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def load_dataset(data: str, split: str) -> BeirDataset:
+    """The dataset, its split's qrels checked against the corpus before any work: a bad folder,
+    a missing split or a judged passage absent from the corpus is one line (the file and the
+    first such id) and exit 2."""
+    try:
+        dataset = BeirDataset.from_dir(data)
+        dataset.check_qrels_against_corpus(split)
+    except DataError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return dataset
+
+
 def main(argv=None, prog: str = PROG) -> dict:
     args = parse_args(argv, prog)
     if (args.similarity or args.mask_punctuation) and not args.late_interaction:
         raise SystemExit("error: --similarity and --mask-punctuation need --late-interaction")
     setup_logging()
-    dataset = BeirDataset.from_dir(args.data)
+    dataset = load_dataset(args.data, args.split)
     start = time.perf_counter()
     if args.model == "bm25":
         result = bm25_retrieval(dataset, args.split, k=args.k, rel=args.rel)

@@ -12,7 +12,8 @@ from raykd.errors import ConfigError
 from raykd.pipeline.runner import RecipeRunner
 
 
-def tiny_recipe(name, toy_beir_dir, tiny_encoder_dir, storage, stages=None, **extra):
+def tiny_recipe(name, toy_beir_dir, tiny_encoder_dir, storage, stages=None, eval_extra=None,
+                **extra):
     stage = {
         "name": "mm",
         "teacher": {"kind": "bm25"},
@@ -21,7 +22,7 @@ def tiny_recipe(name, toy_beir_dir, tiny_encoder_dir, storage, stages=None, **ex
         "loss": {"name": "margin_mse"},
         "train": {"num_workers": 1, "batch_size": 4, "max_steps": 4, "lr": 1e-3,
                   "log_every": 1, "checkpoint_every": 2},
-        "eval": {"split": "dev", "k": 10},
+        "eval": {"split": "dev", "k": 10, **(eval_extra or {})},
     }
     return recipe_from_dict({
         "name": name, "storage": str(storage),
@@ -39,7 +40,13 @@ def test_recipe_run_lands_in_a_real_mlflow_server(ray_local, mlflow_server, toy_
 
     from raykd.students import BiEncoder
 
+    # trained on passages cut to 8 tokens, evaluated at 32 (the toy passages have ~16): the
+    # saved student must serve at 32
     recipe = tiny_recipe("e2e", toy_beir_dir, tiny_encoder_dir, tmp_path / "out",
+                         eval_extra={"query_max_length": 32, "passage_max_length": 32},
+                         student={"model": tiny_encoder_dir, "pooling": "mean",
+                                  "similarity": "dot", "passage_max_length": 8,
+                                  "query_max_length": 8},
                          tracking={"tracking_uri": mlflow_server, "experiment": "e2e"})
     summary = RecipeRunner(recipe).run()
     assert summary["stages"][0]["steps"] == 4
@@ -70,6 +77,58 @@ def test_recipe_run_lands_in_a_real_mlflow_server(ray_local, mlflow_server, toy_
                                atol=1e-5)
     results = json.loads((tmp_path / "out" / "e2e" / "results.json").read_text())
     assert results["test"] == pytest.approx(summary["test"])
+
+    # plain sentence-transformers, in a process that cannot import raykd, scores the logged
+    # student's test run as raykd's evaluation did (run.trec keeps 6 decimals)
+    ours = _trec_scores(tmp_path / "out" / "e2e" / "eval-test" / "run.trec")
+    theirs = _sentence_transformers_scores(local, toy_beir_dir, ours)
+    assert theirs.keys() == ours.keys() and len(ours) > 20
+    for pair, score in ours.items():
+        assert theirs[pair] == pytest.approx(score, abs=1e-4), pair
+
+
+def _trec_scores(path) -> dict[tuple[str, str], float]:
+    rows = (line.split() for line in open(path))
+    return {(qid, pid): float(score) for qid, _, pid, _, score, _ in rows}
+
+
+ST_SCORER = """
+import importlib.abc, json, sys
+class NoRaykd(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "raykd" or name.startswith("raykd."):
+            raise ImportError("raykd is blocked in this process")
+sys.meta_path.insert(0, NoRaykd())
+from sentence_transformers import SentenceTransformer
+model_dir, data_dir, pairs_file = sys.argv[1:]
+pairs = json.load(open(pairs_file))
+corpus = {}
+for line in open(f"{data_dir}/corpus.jsonl"):
+    doc = json.loads(line)
+    title = doc.get("title") or ""
+    corpus[doc["_id"]] = f"{title} {doc['text']}".strip() if title else doc["text"]
+queries = {json.loads(l)["_id"]: json.loads(l)["text"] for l in open(f"{data_dir}/queries.jsonl")}
+model = SentenceTransformer(model_dir, device="cpu")
+qids, pids = sorted({q for q, _ in pairs}), sorted({p for _, p in pairs})
+q = dict(zip(qids, model.encode_query([queries[i] for i in qids])))
+p = dict(zip(pids, model.encode_document([corpus[i] for i in pids])))
+assert not any(m.startswith("raykd") for m in sys.modules)
+print(json.dumps([[a, b, float(q[a] @ p[b])] for a, b in pairs]))
+"""
+
+
+def _sentence_transformers_scores(model_dir, data_dir, pairs) -> dict[tuple[str, str], float]:
+    import subprocess
+    import sys
+    import tempfile
+
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump([list(k) for k in pairs], f)
+    out = subprocess.run([sys.executable, "-c", ST_SCORER, str(model_dir), str(data_dir), f.name],
+                         capture_output=True, text=True, check=True,
+                         env={"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+                              "PATH": "/usr/bin:/bin"})
+    return {(a, b): s for a, b, s in json.loads(out.stdout.strip().splitlines()[-1])}
 
 
 def test_driver_resumes_at_the_first_unfinished_stage(ray_local, toy_beir_dir,

@@ -71,7 +71,7 @@ def _stop(procs: list[subprocess.Popen], temp_dir: str) -> None:
             os.killpg(proc.pid, signal.SIGTERM)
     for proc in procs:
         try:
-            proc.wait(timeout=30)
+            proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
     for pid in os.listdir("/proc"):

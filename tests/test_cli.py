@@ -83,13 +83,16 @@ def test_launcher_and_command_are_one_job(job, command):
 
 def test_help_texts_name_files_that_exist_and_keep_their_continuations():
     """score-teacher's example names a bundled teacher that resolves; evaluate's example keeps
-    its backslash line continuation (a non-raw docstring would join the two lines)."""
+    its backslash line continuation (a non-raw docstring would join the two lines); a method's
+    --recipe default names the packaged recipe."""
     score = _run("-m", "raykd", "score-teacher", "--help").stdout
     assert "--teacher bm25_contrastive" in score
     assert bundled_file("bm25_contrastive", "teacher") is not None
     assert "jobs/recipes" not in score
     evaluate = _run("-m", "raykd", "evaluate", "--help").stdout
     assert "--mask-punctuation \\\n        --query-max-length 64" in evaluate
+    run = " ".join(_run("-m", "raykd", "run", "adam", "--help").stdout.split())
+    assert "(default: raykd/recipes/adam.yaml)" in run
 
 
 def test_bundled_files_resolve_by_bare_name_path_or_package_path(tmp_path, monkeypatch):

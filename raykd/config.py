@@ -467,3 +467,23 @@ def dump_recipe(recipe: Recipe, path: str | os.PathLike) -> None:
     """Write the resolved recipe as YAML (loadable again by `load_recipe`)."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
+
+
+def load_teacher_spec(path: str | Path, **overrides) -> TeacherSpec:
+    """A TeacherSpec from a YAML or JSON file (a bare spec, or one under a `teacher:` key),
+    with top-level `overrides` (e.g. `batch_size`) applied before validation."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))  # JSON is YAML
+    except yaml.YAMLError as err:
+        raise ConfigError("teacher", f"{path} is not valid YAML/JSON: {err}") from None
+    if isinstance(raw, dict) and "teacher" in raw and "kind" not in raw:
+        raw = raw["teacher"]
+    if not isinstance(raw, dict):
+        raise ConfigError("teacher", f"{path} must hold a mapping (a TeacherSpec)")
+    try:
+        return TeacherSpec.model_validate({**raw, **overrides})
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(x) for x in first["loc"]) or "<root>"
+        raise ConfigError(f"teacher.{where}", f"{first['msg']} (in {path})") from None

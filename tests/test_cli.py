@@ -122,3 +122,36 @@ def test_run_print_recipe_by_bare_name_from_anywhere(tmp_path):
     assert recipe["method"] == "margin_mse" and recipe["name"] == "margin_mse-quick"
     assert recipe["stages"][0]["train"]["lr"] == 3e-5
     assert f"recipe: {bundled_path('margin_mse')}" in done.stderr
+
+
+def test_mine_negatives_flags_are_the_recipe_field_names(tmp_path, toy_beir_dir):
+    """Guards one name per option across jobs: `--negatives-from`, `--rel` and
+    `--passage-max-length` (as in the recipe's data / eval fields) mine BM25 groups."""
+    from raykd.commands.mine_negatives import main
+    from raykd.data.groups import iter_groups
+
+    out = tmp_path / "groups.jsonl"
+    report = main(["--data", toy_beir_dir, "--split", "train", "--negatives-from", "bm25",
+                   "--rel", "1", "--passage-max-length", "64", "--num-negatives", "3",
+                   "--depth", "10", "--out", str(out)])
+    groups = list(iter_groups(out))
+    assert report.outputs == [str(out)] and len(groups) == 16
+    assert all(sum(g["labels"]) >= 1 and len(g["pids"]) == 4 for g in groups)
+    with pytest.raises(SystemExit):
+        main(["--data", toy_beir_dir, "--source", "bm25", "--out", str(out)])
+
+
+def test_score_teacher_reads_a_spec_file_through_the_one_loader(tmp_path):
+    """Guards the one TeacherSpec file loader (config.load_teacher_spec) under score-teacher:
+    `--batch-size` overrides the file, and a bad field names itself and the file."""
+    from raykd.commands.score_teacher import load_spec, parse_args
+
+    spec_file = tmp_path / "t.yaml"
+    spec_file.write_text("teacher:\n  kind: bi_encoder\n  model: minilm\n  batch_size: 8\n")
+    args = parse_args(["--candidates", "c.jsonl", "--teacher", str(spec_file),
+                       "--batch-size", "16"])
+    spec = load_spec(args)
+    assert (spec.kind, spec.model, spec.batch_size) == ("bi_encoder", "minilm", 16)
+    spec_file.write_text("kind: bi_encoder\nmodel: minilm\nbatch_size: 0\n")
+    with pytest.raises(ConfigError, match=r"teacher\.batch_size.*t\.yaml"):
+        load_spec(parse_args(["--candidates", "c.jsonl", "--teacher", str(spec_file)]))

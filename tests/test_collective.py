@@ -281,7 +281,7 @@ def test_evaluate_job_late_interaction_ranks_by_maxsim(ray_local, toy_beir_dir, 
     spec.loader.exec_module(job)
     cache = str(tmp_path / "cache")
     common = ["--model", tiny_encoder_dir, "--data", toy_beir_dir, "--split", "dev",
-              "--k", "10", "--max-length", "24", "--query-max-length", "12",
+              "--k", "10", "--passage-max-length", "24", "--query-max-length", "12",
               "--concurrency", "1", "--embedding-cache", cache]
     job.main([*common, "--late-interaction", "--similarity", "l2", "--mask-punctuation",
               "--out", str(tmp_path / "late")])

@@ -38,7 +38,7 @@ def parse_args(argv=None, prog: str = PROG) -> argparse.Namespace:
                    help="'minilm' (bundled), 'bm25', a student folder or an HF encoder path")
     p.add_argument("--data", default=str(scifact_dir()), help="a BEIR-layout dataset folder")
     p.add_argument("--split", default="test", help="qrels split to evaluate (default: test)")
-    p.add_argument("--max-length", type=int, default=256, help="passage max length in tokens")
+    p.add_argument("--passage-max-length", type=int, default=256, help="passage max length in tokens")
     p.add_argument("--query-max-length", type=int, default=256, help="query max length in tokens")
     p.add_argument("--k", type=int, default=1000, help="retrieval depth")
     p.add_argument("--index", choices=("flat", "ivf"), default="flat", help="faiss index kind")
@@ -84,7 +84,7 @@ def main(argv=None, prog: str = PROG) -> dict:
     else:
         init_ray()
         name = "minilm-zero-shot" if args.model == "minilm" else Path(args.model).name
-        options = {"passage_max_length": args.max_length,
+        options = {"passage_max_length": args.passage_max_length,
                    "query_max_length": args.query_max_length}
         common = dict(k=args.k, concurrency=args.concurrency, num_gpus=args.num_gpus,
                       batch_size=args.batch_size, rel=args.rel,

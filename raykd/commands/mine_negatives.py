@@ -1,10 +1,10 @@
 """Mine hard negatives for a split and write candidate groups.
 
     raykd mine-negatives                                    # SciFact train, BM25 top-100
-    raykd mine-negatives --source union --model minilm --num-negatives 15
-    raykd mine-negatives --source dense --sampling hardest --depth 50 \\
+    raykd mine-negatives --negatives-from union --model minilm --num-negatives 15
+    raykd mine-negatives --negatives-from dense --sampling hardest --depth 50 \\
         --out outputs/negatives/scifact-train-dense.parquet
-    raykd mine-negatives --source student --model outputs/prod/stage1/student \\
+    raykd mine-negatives --negatives-from student --model outputs/prod/stage1/student \\
         --sampling window --window 5 100 --num-shards 4 --format parquet
 
 A group holds a query's positives first, then its negatives. Prints counts (groups, positives,
@@ -32,7 +32,7 @@ def parse_args(argv=None, prog: str = PROG) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default=str(scifact_dir()), help="a BEIR-layout dataset folder")
     p.add_argument("--split", default="train", help="qrels split whose queries get groups")
-    p.add_argument("--source", choices=SOURCES, default="bm25",
+    p.add_argument("--negatives-from", choices=SOURCES, default="bm25",
                    help="bm25, dense (--model), union (both, interleaved) or student (--model)")
     p.add_argument("--model", default="minilm",
                    help="dense retriever: 'minilm' (bundled), a student folder or an HF path")
@@ -42,14 +42,14 @@ def parse_args(argv=None, prog: str = PROG) -> argparse.Namespace:
     p.add_argument("--window", type=int, nargs=2, default=(0, 100), metavar=("START", "END"),
                    help="rank window [START, END) for --sampling window")
     p.add_argument("--seed", type=int, default=13)
-    p.add_argument("--min-rel", type=int, default=1, help="lowest qrels grade that is a positive")
+    p.add_argument("--rel", type=int, default=1, help="lowest qrels grade that is a positive")
     p.add_argument("--num-shards", type=int, default=1, help="files to write (needs a folder)")
     p.add_argument("--format", choices=("jsonl", "jsonl.gz", "parquet"), default=None,
                    help="output format when --out is a folder (default jsonl)")
     p.add_argument("--concurrency", type=int, default=2, help="corpus encoder actors")
     p.add_argument("--num-gpus", type=float, default=0.0, help="GPUs per encoder actor")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--max-length", type=int, default=256, help="passage max length (dense)")
+    p.add_argument("--passage-max-length", type=int, default=256, help="passage max length (dense)")
     p.add_argument("--out", default=None,
                    help="a .jsonl[.gz]/.parquet file or a folder (default: "
                         "outputs/negatives/<data>-<split>-<source>.jsonl)")
@@ -59,19 +59,19 @@ def parse_args(argv=None, prog: str = PROG) -> argparse.Namespace:
 def main(argv=None, prog: str = PROG):
     args = parse_args(argv, prog)
     setup_logging()
-    out = args.out or (f"outputs/negatives/{Path(args.data).name}-{args.split}-{args.source}"
+    out = args.out or (f"outputs/negatives/{Path(args.data).name}-{args.split}-{args.negatives_from}"
                        + (".jsonl" if args.num_shards == 1 and not args.format else ""))
-    if args.source != "bm25":
+    if args.negatives_from != "bm25":
         init_ray()
     start = time.perf_counter()
     report = mine_negatives(
-        args.data, args.split, out, source=args.source, model=args.model, depth=args.depth,
+        args.data, args.split, out, source=args.negatives_from, model=args.model, depth=args.depth,
         num_negatives=args.num_negatives, sampling=args.sampling, window=tuple(args.window),
-        seed=args.seed, min_rel=args.min_rel, num_shards=args.num_shards, fmt=args.format,
+        seed=args.seed, min_rel=args.rel, num_shards=args.num_shards, fmt=args.format,
         concurrency=args.concurrency, num_gpus=args.num_gpus, batch_size=args.batch_size,
-        student_options={"passage_max_length": args.max_length})
+        student_options={"passage_max_length": args.passage_max_length})
     wall = time.perf_counter() - start
-    print(f"\n{Path(args.data).name} {args.split} / {args.source} "
+    print(f"\n{Path(args.data).name} {args.split} / {args.negatives_from} "
           f"(depth {args.depth}, {args.sampling}, seed {args.seed}):")
     print(f"  {report.summary()}")
     print("  timings: " + ", ".join(f"{k} {v:.1f}s" for k, v in report.seconds.items())

@@ -24,9 +24,10 @@ import time
 from pathlib import Path
 
 import yaml
+from pydantic import ValidationError
 
 from raykd.commands import describe
-from raykd.config import TeacherSpec
+from raykd.config import TeacherSpec, load_teacher_spec
 from raykd.errors import ConfigError
 from raykd.recipes import require_file
 from raykd.runtime import init_ray, setup_logging
@@ -64,19 +65,13 @@ def parse_args(argv=None, prog: str = PROG) -> argparse.Namespace:
 
 
 def load_spec(args) -> TeacherSpec:
-    from pydantic import ValidationError
-
+    """The teacher: a spec file (or a bundled spec's name), else `--teacher-kind`."""
+    overrides = {"batch_size": args.batch_size} if args.batch_size else {}
     if args.teacher:
-        path = require_file(args.teacher, "teacher", "--teacher")
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))  # JSON is YAML
-        if isinstance(raw, dict) and "teacher" in raw and "kind" not in raw:
-            raw = raw["teacher"]
-    else:
-        raw = {"kind": args.teacher_kind}
-        if args.teacher_model:
-            raw["model"] = args.teacher_model
-    if args.batch_size:
-        raw["batch_size"] = args.batch_size
+        return load_teacher_spec(require_file(args.teacher, "teacher", "--teacher"), **overrides)
+    raw = {"kind": args.teacher_kind, **overrides}
+    if args.teacher_model:
+        raw["model"] = args.teacher_model
     try:
         return TeacherSpec.model_validate(raw)
     except ValidationError as err:

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from raykd.commands import describe
+from raykd.config import load_teacher_spec
 from raykd.data.beir import BeirDataset
 from raykd.datasets import scifact_dir
 from raykd.errors import ConfigError
@@ -32,7 +33,6 @@ from raykd.eval.rerank import (
     DEFAULT_EMBEDDING_CACHE,
     DEFAULT_SCORE_CACHE,
     check_rerank_options,
-    load_teacher_spec,
     rerank,
     resolve_teacher,
 )

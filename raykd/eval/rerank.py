@@ -31,9 +31,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
-from raykd.config import TeacherSpec
+from raykd.config import TeacherSpec, load_teacher_spec
 from raykd.data.beir import BeirDataset
 from raykd.errors import ConfigError
 from raykd.eval.metrics import evaluate_run, read_trec_run
@@ -81,27 +79,6 @@ def teacher_preset(name: str, model: str | None = None, *, query_max_length: int
     raise ConfigError("teacher", f"{name!r} is neither a preset {TEACHER_PRESETS}, an "
                                  "existing TeacherSpec YAML/JSON file nor a bundled one "
                                  f"({', '.join(bundled_names('teacher'))})")
-
-
-def load_teacher_spec(path: str | Path) -> TeacherSpec:
-    """A TeacherSpec from a YAML or JSON file (a bare spec, or one under a `teacher:` key)."""
-    from pydantic import ValidationError
-
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))  # JSON is YAML
-    except yaml.YAMLError as err:
-        raise ConfigError("teacher", f"{path} is not valid YAML/JSON: {err}") from None
-    if isinstance(raw, dict) and "teacher" in raw and "kind" not in raw:
-        raw = raw["teacher"]
-    if not isinstance(raw, dict):
-        raise ConfigError("teacher", f"{path} must hold a mapping (a TeacherSpec)")
-    try:
-        return TeacherSpec.model_validate(raw)
-    except ValidationError as err:
-        first = err.errors()[0]
-        where = ".".join(str(x) for x in first["loc"]) or "<root>"
-        raise ConfigError(f"teacher.{where}", f"{first['msg']} (in {path})") from None
 
 
 def resolve_teacher(teacher: str, model: str | None = None, **preset_options) -> TeacherSpec:

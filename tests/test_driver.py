@@ -10,6 +10,7 @@ import pytest
 from raykd.config import recipe_from_dict
 from raykd.errors import ConfigError
 from raykd.pipeline.runner import RecipeRunner
+from raykd.train.hooks import FailOnce
 
 
 def tiny_recipe(name, toy_beir_dir, tiny_encoder_dir, storage, stages=None, eval_extra=None,
@@ -145,7 +146,7 @@ def test_driver_resumes_at_the_first_unfinished_stage(ray_local, toy_beir_dir,
     recipe = tiny_recipe("two", toy_beir_dir, tiny_encoder_dir, tmp_path / "out", stages=stages,
                          test_split=None)
     lines: list[str] = []
-    runner = RecipeRunner(recipe, fail_at=(1, 3), fail_marker=str(tmp_path / "died"),
+    runner = RecipeRunner(recipe, step_hooks={1: [FailOnce(3, tmp_path / "died")]},
                           echo=lines.append)
     with pytest.raises(WorkerGroupError):
         runner.run()

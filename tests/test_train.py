@@ -12,6 +12,7 @@ from raykd.config import Stage
 from raykd.losses import build_loss
 from raykd.students import BiEncoder
 from raykd.train.batching import Scorer, collate_groups
+from raykd.train.hooks import FailOnce
 from raykd.train.loop import WorkerConfig, restore_paths
 from raykd.train.trainer import make_trainer, plan_steps
 
@@ -97,7 +98,7 @@ def test_worker_failure_restores_from_checkpoint(ray_local, tmp_path, tiny_encod
     groups = toy_groups()
     stage = make_stage(checkpoint_every=2, max_failures=1)
     result, log, total = fit(ray_local, tmp_path, stage, tiny_encoder_dir, groups, "fail",
-                             fail_at_step=5, fail_marker=str(tmp_path / "failed-once"))
+                             step_hooks=[FailOnce(5, tmp_path / "failed-once")])
     assert result.error is None
     assert (tmp_path / "failed-once").exists()
     steps = [e["step"] for e in log.entries()]
@@ -116,7 +117,7 @@ def test_stopped_run_resumes_by_name(ray_local, tmp_path, tiny_encoder_dir):
 
     with pytest.raises(WorkerGroupError, match="injected failure at step 5"):
         fit(ray_local, tmp_path, stage, tiny_encoder_dir, groups, "resume",
-            fail_at_step=5, fail_marker=str(tmp_path / "died"))
+            step_hooks=[FailOnce(5, tmp_path / "died")])
     first_log = StepLog(tmp_path / "resume.steps.jsonl").entries()
     assert max(e["step"] for e in first_log) == 4
     (tmp_path / "resume.steps.jsonl").unlink()

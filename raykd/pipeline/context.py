@@ -4,7 +4,7 @@ teacher-scoring service) and `StageState` (what one stage's steps have made so f
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,18 +52,18 @@ class RunContext:
     """A recipe's run-wide settings and services; `RecipeRunner` is one, the sweep's warm-up
     makes a bare one (with a disabled tracker)."""
 
-    def __init__(self, recipe: Recipe, *, fail_at: tuple[int, int] | None = None,
-                 fail_marker: str | None = None, echo: Callable[[str], None] = print,
-                 train_callbacks=(), worker_extra: dict | None = None):
-        """`fail_at=(stage_index, step)` injects one worker failure (tests and chaos runs);
-        `train_callbacks` join every stage's Ray Train callbacks and `worker_extra` every
-        worker's `WorkerConfig.extra` (e.g. a sweep's Tune reporting and dev probe)."""
+    def __init__(self, recipe: Recipe, *, echo: Callable[[str], None] = print,
+                 train_callbacks=(), worker_extra: dict | None = None,
+                 step_hooks: Mapping[int, Sequence] | None = None):
+        """`train_callbacks` join every stage's Ray Train callbacks and `worker_extra` every
+        worker's `WorkerConfig.extra` (e.g. a sweep's Tune reporting and dev probe);
+        `step_hooks` maps a stage index to its workers' step hooks (raykd.train.hooks)."""
         self.recipe = recipe
         # A URI storage: Ray Train, the score cache and MLflow artefacts write to it
         # directly; the driver's own files go to a local mirror synced with it (storage.py).
         self.storage = Storage(recipe.storage)
         self.run_dir = self.storage.local / recipe.name
-        self.fail_at, self.fail_marker = fail_at, fail_marker
+        self.step_hooks = dict(step_hooks or {})
         self.echo = echo
         cache = recipe.score_cache or self.storage.uri("score_cache")
         self.cache_dir = cache if is_uri(cache) else str(Path(cache).resolve())

@@ -39,8 +39,7 @@ class WorkerConfig:
     steps_per_epoch: int
     total_steps: int
     stage_index: int = 0
-    fail_at_step: int | None = None
-    fail_marker: str | None = None
+    step_hooks: list = field(default_factory=list)  # `hook(step, rank)`: raykd.train.hooks
     extra: dict = field(default_factory=dict)
     student_kind: str = "bi_encoder"
 
@@ -78,18 +77,6 @@ def _device(use_gpu: bool) -> torch.device:
 
 def _to(inputs: dict, device) -> dict:
     return {k: v.to(device) for k, v in inputs.items()}
-
-
-def _maybe_fail(cfg: WorkerConfig, step: int, rank: int) -> None:
-    """Fault injection for tests: raise once at `fail_at_step` (a marker file makes it once)."""
-    if cfg.fail_at_step is None or step != cfg.fail_at_step or rank != 0:
-        return
-    marker = Path(cfg.fail_marker) if cfg.fail_marker else None
-    if marker is not None and marker.exists():
-        return
-    if marker is not None:
-        marker.write_text(str(step))
-    raise RuntimeError(f"injected failure at step {step}")
 
 
 def train_loop_per_worker(raw_config: dict) -> None:
@@ -217,7 +204,8 @@ def train_loop_per_worker(raw_config: dict) -> None:
             if not boundary:
                 continue
             state.step += 1
-            _maybe_fail(cfg, state.step, rank)
+            for hook in cfg.step_hooks:
+                hook(state.step, rank)
             done = state.step >= cfg.total_steps
             ckpt_due = spec.checkpoint_every and state.step % spec.checkpoint_every == 0
             if done:

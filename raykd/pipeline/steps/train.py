@@ -32,8 +32,8 @@ def train_student(ctx: RunContext, index: int, stage: Stage, student_in: str, tr
         stage=stage.model_dump(mode="json"), student_path=str(student_in),
         student_options=ctx.student_options(index), list_size=list_size,
         steps_per_epoch=steps_per_epoch, total_steps=total, stage_index=index,
-        fail_at_step=ctx.fail_at[1] if ctx.fail_at and ctx.fail_at[0] == index else None,
-        fail_marker=ctx.fail_marker, extra={**ctx.worker_extra, **(extra or {})},
+        step_hooks=list(ctx.step_hooks.get(index, ())),
+        extra={**ctx.worker_extra, **(extra or {})},
         student_kind=ctx.recipe.student.kind)
     callbacks = list(ctx.train_callbacks)
     if run_id is not None:

@@ -90,6 +90,22 @@ def test_a_bad_sampled_field_fails_before_any_trial(tmp_path, toy_beir_dir, tiny
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("bad,field", [({"probe_every": 0}, "probe_every"),
+                                       ({"reduction_factor": 1}, "reduction_factor"),
+                                       ({"search": "bayes"}, "search"),
+                                       ({"probe_source": "dense"}, "probe_source"),
+                                       ({"trial_cpus": 0}, "trial_cpus"),
+                                       ({"max_concurent": 2}, "max_concurent")])
+def test_sweep_options_are_validated_on_construction(bad, field):
+    """Guards the validated sweep spec: a bad value or a misspelt key is a ConfigError naming
+    the field, before any plan is made; defaults follow the search."""
+    with pytest.raises(ConfigError) as err:
+        SweepOptions(recipe="r.yaml", name="s", dims=[], **bad)
+    assert err.value.field == field
+    assert SweepOptions(recipe="r.yaml", name="s", dims=[]).num_samples == 1
+    assert SweepOptions(recipe="r.yaml", name="s", dims=[], search="random").num_samples == 8
+
+
 @pytest.mark.parametrize("space", sorted(
     p.name for p in (Path(__file__).parents[1] / "raykd" / "recipes" / "spaces").glob("*.yaml")))
 def test_bundled_space_files_plan_and_every_trial_carries_its_values(space):

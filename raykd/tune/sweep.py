@@ -23,8 +23,11 @@ import json
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from raykd.config import Recipe, dump_recipe, load_recipe
 from raykd.errors import ConfigError
@@ -39,34 +42,50 @@ from raykd.tune.trial import SWEEP_TAG, SweepContext, read_trial, run_trial, tri
 
 log = logging.getLogger(__name__)
 
-SEARCHES = ("grid", "random", "optuna")
 BEST_RECIPE = "best_recipe.yaml"
 
 
-@dataclass
-class SweepOptions:
-    """A sweep: the base recipe, the space, the search, the scheduler and the resources."""
+class SweepOptions(BaseModel):
+    """A sweep: the base recipe, the space, the search, the scheduler and the resources.
+    Validated on construction: a bad value raises `ConfigError` naming its field."""
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True,
+                              validate_assignment=True)
 
     recipe: str
-    name: str
+    name: str = Field(min_length=1)
     dims: list[Dimension]
-    search: str = "grid"
-    num_samples: int | None = None  # random / optuna trials (8); grid: repeats (1)
+    search: Literal["grid", "random", "optuna"] = "grid"
+    num_samples: int | None = Field(None, ge=1)  # random / optuna trials (8); grid: repeats (1)
     seed: int = 0
-    overrides: list[str] = field(default_factory=list)  # trials and the best recipe
-    trial_overrides: list[str] = field(default_factory=list)  # trials only (e.g. budgets)
-    trial_cpus: float = 1.0  # per training worker
-    trial_workers: int = 1
-    teacher_concurrency: int = 1
-    max_concurrent: int = 1
+    overrides: list[str] = Field(default_factory=list)  # trials and the best recipe
+    trial_overrides: list[str] = Field(default_factory=list)  # trials only (e.g. budgets)
+    trial_cpus: float = Field(1.0, gt=0)  # per training worker
+    trial_workers: int = Field(1, ge=1)
+    teacher_concurrency: int = Field(1, ge=1)
+    max_concurrent: int = Field(1, ge=1)
     measure: str = "nDCG@10"
-    probe_every: int = 10  # optimiser steps between dev probes
-    probe_depth: int = 20
-    probe_source: str = "bm25"
-    probe_queries: int | None = 50
-    grace_period: int = 1  # probes before ASHA may stop a trial
-    reduction_factor: int = 2
+    probe_every: int = Field(10, ge=1)  # optimiser steps between dev probes
+    probe_depth: int = Field(20, ge=1)
+    probe_source: Literal["bm25", "union"] = "bm25"
+    probe_queries: int | None = Field(50, ge=1)
+    grace_period: int = Field(1, ge=1)  # probes before ASHA may stop a trial
+    reduction_factor: int = Field(2, ge=2)
     full_eval: bool = False  # also the recipe's full-retrieval eval at each stage end
+
+    def __init__(self, **values):
+        try:
+            super().__init__(**values)
+        except ValidationError as err:
+            first = err.errors()[0]
+            where = ".".join(str(x) for x in first["loc"]) or "<root>"
+            raise ConfigError(where, f"{first['msg']}, got {first.get('input')!r}") from None
+
+    @model_validator(mode="after")
+    def _default_samples(self) -> SweepOptions:
+        if self.num_samples is None:
+            object.__setattr__(self, "num_samples", 1 if self.search == "grid" else 8)
+        return self
 
     def resource_overrides(self) -> list[str]:
         return [f"train.cpus_per_worker={self.trial_cpus}",
@@ -120,16 +139,6 @@ def _validate(options: SweepOptions, values: dict, label: str) -> Recipe:
 
 def plan_sweep(options: SweepOptions) -> SweepPlan:
     """Draw (grid/random) or bound (optuna) the trials and validate each one as a recipe."""
-    if options.search not in SEARCHES:
-        raise ConfigError("search", f"{options.search!r} is not one of {', '.join(SEARCHES)}")
-    if options.num_samples is None:
-        options.num_samples = 1 if options.search == "grid" else 8
-    for key in ("num_samples", "max_concurrent", "probe_every", "probe_depth", "grace_period",
-                "trial_workers", "teacher_concurrency"):
-        if getattr(options, key) < 1:
-            raise ConfigError(key, f"must be >= 1, got {getattr(options, key)}")
-    if options.reduction_factor < 2:
-        raise ConfigError("reduction_factor", f"must be >= 2, got {options.reduction_factor}")
     if options.search == "optuna":
         try:
             import optuna  # noqa: F401

@@ -31,16 +31,10 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from raykd.data import beir, groups, msmarco, parquet, teacher_scores
+from raykd.data.lines import iter_raw_lines
 from raykd.data.records import CANDIDATE_GROUP_SCHEMA, CORPUS_SCHEMA, KINDS, normalize_group
-from raykd.data.validation import (
-    DUPLICATE_ID,
-    EMPTY_TEXT,
-    ENCODING,
-    NON_FINITE,
-    ErrorPolicy,
-    iter_raw_lines,
-    reason_of,
-)
+from raykd.data.skips import ErrorPolicy
+from raykd.data.validation import DUPLICATE_ID, EMPTY_TEXT, ENCODING, NON_FINITE, reason_of
 from raykd.errors import DataError
 from raykd.teachers.precomputed import PrecomputedTeacher
 

@@ -30,15 +30,9 @@ from raykd.data.records import (
     passage_text,
     validate_group,
 )
+from raykd.data.skips import ErrorPolicy, SkippedRow, SkippedRowsWarning, SkipReport
 from raykd.data.teacher_scores import iter_hofstatter, write_hofstatter
-from raykd.data.validation import (
-    REASONS,
-    DuplicateChecker,
-    ErrorPolicy,
-    SkippedRow,
-    SkippedRowsWarning,
-    SkipReport,
-)
+from raykd.data.validation import REASONS, DuplicateChecker
 
 _RAY_NAMES = ("corpus_dataset", "queries_dataset", "groups_dataset", "check_unique_ids")
 

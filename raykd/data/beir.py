@@ -14,6 +14,14 @@ from collections.abc import Container, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from raykd.data.lines import (
+    iter_raw_lines,
+    open_binary,
+    open_for_write,
+    parse_json_object,
+    split_columns,
+)
+from raykd.data.skips import resolve_policy
 from raykd.data.validation import (
     EMPTY_TEXT,
     MALFORMED,
@@ -21,16 +29,10 @@ from raykd.data.validation import (
     DuplicateChecker,
     check_known_id,
     data_error,
-    iter_raw_lines,
-    open_binary,
-    open_for_write,
-    parse_json_object,
     require_fields,
     require_id,
     require_int,
     require_text,
-    resolve_policy,
-    split_columns,
 )
 from raykd.errors import DataError
 

@@ -9,16 +9,11 @@ import json
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
+from raykd.data.lines import iter_raw_lines, open_binary, open_for_write, parse_json_object
 from raykd.data.parquet import parquet_rows, write_parquet_rows
 from raykd.data.records import CANDIDATE_GROUP_SCHEMA, OPTIONAL_GROUP_FIELDS, normalize_group
-from raykd.data.validation import (
-    DuplicateChecker,
-    iter_raw_lines,
-    open_binary,
-    open_for_write,
-    parse_json_object,
-    resolve_policy,
-)
+from raykd.data.skips import resolve_policy
+from raykd.data.validation import DuplicateChecker
 from raykd.errors import DataError
 
 

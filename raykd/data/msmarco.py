@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from collections.abc import Container, Iterable, Iterator, Mapping
 
+from raykd.data.lines import iter_raw_lines, open_binary, open_for_write, split_columns
+from raykd.data.skips import resolve_policy
 from raykd.data.validation import (
     BAD_VALUE,
     MISSING_FIELD,
@@ -21,14 +23,9 @@ from raykd.data.validation import (
     check_known_id,
     check_tsv_value,
     data_error,
-    iter_raw_lines,
-    open_binary,
-    open_for_write,
     require_id,
     require_int,
     require_text,
-    resolve_policy,
-    split_columns,
 )
 from raykd.errors import DataError
 

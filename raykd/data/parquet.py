@@ -11,7 +11,9 @@ from itertools import islice
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from raykd.data.lines import open_for_write
 from raykd.data.records import CORPUS_SCHEMA
+from raykd.data.skips import resolve_policy
 from raykd.data.validation import (
     EMPTY_TEXT,
     ENCODING,
@@ -19,10 +21,8 @@ from raykd.data.validation import (
     MISSING_FIELD,
     DuplicateChecker,
     data_error,
-    open_for_write,
     require_id,
     require_text,
-    resolve_policy,
 )
 from raykd.errors import DataError
 

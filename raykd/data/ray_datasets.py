@@ -22,13 +22,11 @@ from ray.data.datasource import FileBasedDatasource
 
 from raykd.data import beir, groups, msmarco, parquet
 from raykd.data.records import CANDIDATE_GROUP_SCHEMA, CORPUS_SCHEMA, QUERIES_SCHEMA
+from raykd.data.skips import ErrorPolicy, SkippedRow, SkipReport
 from raykd.data.validation import (
     DUPLICATE_ID,
     MALFORMED,
     UNKNOWN_ID,
-    ErrorPolicy,
-    SkippedRow,
-    SkipReport,
     data_error,
     require_id,
     require_text,

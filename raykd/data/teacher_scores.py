@@ -12,17 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Container, Iterable, Iterator, Mapping
 
+from raykd.data.lines import iter_raw_lines, open_binary, split_columns
 from raykd.data.msmarco import _require_ids_form, _write_tsv, check_triple_values, triple_columns
-from raykd.data.validation import (
-    MISSING_FIELD,
-    data_error,
-    format_score,
-    iter_raw_lines,
-    open_binary,
-    require_finite,
-    resolve_policy,
-    split_columns,
-)
+from raykd.data.skips import resolve_policy
+from raykd.data.validation import MISSING_FIELD, data_error, format_score, require_finite
 from raykd.errors import DataError
 
 SCORE_COLUMNS = ("score_pos", "score_neg")

@@ -291,7 +291,7 @@ def sample_queries(queries: dict[str, str], qrels: dict, limit: int, seed: int
 
 
 def _write_record(out: Path, report: MiningReport, params: dict) -> None:
-    from raykd.data.validation import open_for_write
+    from raykd.data.lines import open_for_write
 
     path = out / "_mining.yaml" if out.is_dir() else out.with_name(out.name + ".mining.yaml")
     with open_for_write(path) as handle:

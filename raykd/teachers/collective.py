@@ -81,7 +81,7 @@ def teacher_candidates(spec: TeacherSpec, data: DataSpec, out, *, cache_dir: str
     import yaml
 
     from raykd.data.beir import BeirDataset
-    from raykd.data.validation import open_for_write
+    from raykd.data.lines import open_for_write
     from raykd.negatives.candidates import (
         MiningReport,
         fill_texts,

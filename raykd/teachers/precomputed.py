@@ -77,7 +77,7 @@ def _physical_line(path: Path, fmt: str, record: int) -> int:
     """The 1-based line (parquet: row) of the `record`-th record; blank lines hold none."""
     if fmt == "parquet":
         return record
-    from raykd.data.validation import iter_raw_lines, open_binary
+    from raykd.data.lines import iter_raw_lines, open_binary
 
     with open_binary(path) as fobj:
         for n, (line, _) in enumerate(iter_raw_lines(fobj, path), start=1):

@@ -41,3 +41,7 @@ class ConfigError(RaykdError, ValueError):
 
 class LossInputError(RaykdError, ValueError):
     """Inputs to a loss that break its contract (shapes, NaN scores, bad parameters)."""
+
+
+class ScoreAlignmentError(RaykdError, RuntimeError):
+    """Scored output that does not hold exactly one finite score per input (qid, pid)."""

@@ -27,8 +27,9 @@ from raykd.config import Stage
 from raykd.data.groups import write_groups_jsonl
 from raykd.losses import build_loss
 from raykd.students import BiEncoder
-from raykd.teachers.scoring import score_candidate_groups, scored_pairs
+from raykd.teachers.scoring import score_candidate_groups
 from raykd.teachers.toy import LexicalOverlapTeacher
+from raykd.teachers.verification import scored_pairs
 from raykd.train.batching import Scorer, collate_groups
 from raykd.train.loop import WorkerConfig, restore_paths
 from raykd.train.trainer import make_trainer, plan_steps

@@ -11,21 +11,16 @@ import pyarrow.parquet as pq
 import pytest
 
 from raykd.data.groups import write_groups_jsonl
+from raykd.errors import ScoreAlignmentError
 from raykd.teachers.cache import ScoreCache, candidate_key
-from raykd.teachers.scoring import (
-    ScoreAlignmentError,
-    TeacherScorer,
-    score_candidate_groups,
-    score_dataset,
-    scored_pairs,
-    verify_scored_shards,
-)
+from raykd.teachers.scoring import TeacherScorer, score_candidate_groups, score_dataset
 from raykd.teachers.toy import (
     FlakyOverlapTeacher,
     GroupwiseOverlapTeacher,
     HashTeacher,
     LexicalOverlapTeacher,
 )
+from raykd.teachers.verification import scored_pairs, verify_scored_shards
 
 WORDS = "cell protein gene vitamin bone insulin sleep memory coral ocean drug dose".split()
 

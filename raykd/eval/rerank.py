@@ -227,7 +227,8 @@ def rerank(dataset: BeirDataset, split: str, spec: TeacherSpec, *, depth: int = 
     from raykd.negatives.first_stage import first_stage
     from raykd.teachers.bi_encoder import StoredPassages
     from raykd.teachers.factory import build_teacher
-    from raykd.teachers.scoring import remote_fingerprint, score_candidate_groups, scored_pairs
+    from raykd.teachers.scoring import remote_fingerprint, score_candidate_groups
+    from raykd.teachers.verification import scored_pairs
 
     check_rerank_options(depth, cascade_run, cascade_k, concurrency, num_shards,
                          groups_per_batch)

@@ -1,7 +1,5 @@
 """The teacher-scoring stage: candidate groups in, the same groups with `teacher_scores` out.
 
-Three layers, each usable alone:
-
 - `TeacherScorer`: the `Dataset.map_batches` callable class. Each actor builds its teacher once
   (from a picklable zero-argument `make_teacher`), flattens a batch of groups into pairs, looks
   them up in the score cache, sorts the missing pairs by passage length and scores them in
@@ -10,13 +8,9 @@ Three layers, each usable alone:
   `teacher_calls`) for the driver to add up.
 - `score_dataset(groups_ds, make_teacher, fingerprint, ...)`: the lazy Ray Data pipeline (an
   actor pool of `concurrency` actors, `num_gpus` each).
-- `score_candidate_groups(input_path, output_dir, make_teacher, ...)`: the job. Groups go to
-  `num_shards` deterministic shards by a stable hash of the qid; each shard becomes one parquet
-  file, written to a temporary name and renamed once all its groups have arrived, and recorded in
-  `_manifest.yaml`. A rerun skips committed shards, and the teacher work of an interrupted shard
-  is mostly in the cache. At the end every shard is checked against the input: exactly one
-  finite score per input (qid, pid), none lost, none duplicated (`ScoreAlignmentError` names
-  the keys otherwise).
+- `score_candidate_groups(input_path, output_dir, make_teacher, ...)`: the job, over the
+  resumable sharded output of `raykd.teachers.shards` and checked at the end by
+  `raykd.teachers.verification` (exactly one finite score per input pair).
 
 Teachers that override `Teacher.score_groups` (ensemble, precomputed: they normalise or align
 per group) are scored a whole group at a time; a group is served from the cache only when all
@@ -26,51 +20,47 @@ of its candidates are.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import time
-import uuid
-from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.fs as pafs
-import pyarrow.parquet as pq
-import yaml
 
-from raykd.data.records import CANDIDATE_GROUP_SCHEMA
-from raykd.errors import RaykdError
-from raykd.storage import is_uri
+from raykd.errors import ScoreAlignmentError
 from raykd.teachers.base import Teacher
 from raykd.teachers.cache import (
     ScoreCache,
-    atomic_write_bytes,
     cache_enabled,
     candidate_key,
     list_files,
     open_cache,
-    pair_hash,
-    read_bytes,
     resolve_filesystem,
-    stable_hash64,
 )
+from raykd.teachers.shards import (
+    MANIFEST_VERSION,
+    ShardWriter,
+    expected_by_shard,
+    input_files,
+    input_signature,
+    keep_shards,
+    read_manifest,
+    shard_name,
+    shard_of,
+    to_output_schema,
+    write_manifest,
+)
+from raykd.teachers.verification import verify_scored_shards
 
 log = logging.getLogger(__name__)
 
+
 COUNTER_COLUMNS = ("pairs_scored", "pairs_cached", "teacher_calls")
-MANIFEST = "_manifest.yaml"
-MANIFEST_VERSION = 1
-_MASK64 = (1 << 64) - 1
+
 
 MakeTeacher = Callable[[], Teacher]
-
-
-class ScoreAlignmentError(RaykdError, RuntimeError):
-    """Scored output that does not hold exactly one finite score per input (qid, pid)."""
 
 
 def is_groupwise(teacher: Teacher) -> bool:
@@ -79,14 +69,6 @@ def is_groupwise(teacher: Teacher) -> bool:
     if flag is not None:
         return bool(flag)
     return type(teacher).score_groups is not Teacher.score_groups
-
-
-def shard_of(qid: str, num_shards: int) -> int:
-    """Deterministic shard of a query: the same in every process, run and input order."""
-    return stable_hash64(qid) % num_shards
-
-
-# ------------------------------------------------------------------ the actor
 
 
 class TeacherScorer:
@@ -260,9 +242,6 @@ def _group_rows(batch: pa.Table) -> list[dict]:
     return groups
 
 
-# ------------------------------------------------------------------ the pipeline
-
-
 def score_dataset(groups_ds, make_teacher: MakeTeacher, fingerprint: str | None = None, *,
                   concurrency: int = 1, num_gpus: float = 0.0, num_cpus: float | None = None,
                   batch_size: int = 32, groups_per_batch: int = 64, cache: str | None = None,
@@ -297,9 +276,6 @@ def score_dataset(groups_ds, make_teacher: MakeTeacher, fingerprint: str | None 
         TeacherScorer, fn_constructor_kwargs=kwargs, batch_size=groups_per_batch,
         batch_format="pyarrow", zero_copy_batch=True,
         compute=ray.data.ActorPoolStrategy(size=concurrency), num_cpus=num_cpus, **remote_args)
-
-
-# ------------------------------------------------------------------ the job
 
 
 @dataclass
@@ -342,174 +318,6 @@ class ScoringReport:
         return out
 
 
-@dataclass
-class _ShardExpect:
-    groups: int = 0
-    pairs: int = 0
-    digest: int = 0
-
-    def add(self, pairs: int, digest: int) -> None:
-        self.groups += 1
-        self.pairs += pairs
-        self.digest = (self.digest + digest) & _MASK64
-
-
-def _key_summary(batch: pa.Table, num_shards: int) -> pa.Table:
-    """Per group: its shard, candidate count, a digest of its (qid, pid) keys, a repeated pid."""
-    qids = batch.column("qid").to_pylist()
-    pidss = batch.column("pids").to_pylist()
-    shards, pairs, digests, dups = [], [], [], []
-    for qid, pids in zip(qids, pidss, strict=True):
-        shards.append(shard_of(qid, num_shards))
-        pairs.append(len(pids))
-        digests.append(sum(pair_hash(qid, p) for p in pids) & _MASK64)
-        repeated = [p for p, c in Counter(pids).items() if c > 1]
-        dups.append(repeated[0] if repeated else None)
-    return pa.table({"qid": qids, "shard": pa.array(shards, pa.int64()),
-                     "pairs": pa.array(pairs, pa.int64()), "digest": pa.array(digests, pa.uint64()),
-                     "dup_pid": pa.array(dups, pa.string())})
-
-
-def _keep_shards(batch: pa.Table, num_shards: int, shards: list[int]) -> pa.Table:
-    wanted = set(shards)
-    mask = [shard_of(q, num_shards) in wanted for q in batch.column("qid").to_pylist()]
-    return batch.filter(pa.array(mask, pa.bool_()))
-
-
-def _input_files(input_path) -> list[str]:
-    """The candidate-group files of a file, a folder (its .jsonl[.gz]/.parquet files, hidden
-    and underscore-prefixed names left out) or a list of them, sorted, absolute."""
-    from raykd.data.ray_datasets import file_format
-
-    items = [input_path] if isinstance(input_path, (str, os.PathLike)) else list(input_path)
-    out: list[str] = []
-    for item in items:
-        text = os.fspath(item)
-        if is_uri(text):
-            out.append(text)
-            continue
-        path = Path(text).resolve()
-        if path.is_dir():
-            found = sorted(str(p) for p in path.iterdir() if p.is_file()
-                           and not p.name.startswith((".", "_"))
-                           and file_format(p) in ("jsonl", "parquet"))
-            if not found:
-                raise FileNotFoundError(f"{path}: no candidate-group files (.jsonl[.gz], "
-                                        ".parquet)")
-            out.extend(found)
-        elif path.is_file():
-            out.append(str(path))
-        else:
-            raise FileNotFoundError(f"{path}: no such file or folder")
-    if not out:
-        raise ValueError("no input paths")
-    return out
-
-
-def _input_signature(files: list[str]) -> list[dict]:
-    out = []
-    for f in files:
-        size = os.path.getsize(f) if "://" not in f and os.path.exists(f) else None
-        out.append({"path": f, "bytes": size})
-    return out
-
-
-def _expected_by_shard(files: list[str], num_shards: int) -> dict[int, _ShardExpect]:
-    """One streaming pass over the input: per-shard group/pair counts and key digests."""
-    from raykd.data.ray_datasets import groups_dataset
-
-    summary = groups_dataset(files).select_columns(["qid", "pids"]).map_batches(
-        _key_summary, fn_kwargs={"num_shards": num_shards}, batch_format="pyarrow",
-        zero_copy_batch=True)
-    expected = {s: _ShardExpect() for s in range(num_shards)}
-    seen: set[str] = set()
-    for batch in summary.iter_batches(batch_size=None, batch_format="pyarrow"):
-        for qid, shard, pairs, digest, dup in zip(*(batch.column(c).to_pylist() for c in
-                                                     ("qid", "shard", "pairs", "digest",
-                                                      "dup_pid")), strict=True):
-            if qid in seen:
-                raise ScoreAlignmentError(f"qid {qid!r} appears in more than one input group; "
-                                          "scores are keyed by (qid, pid), so it is ambiguous")
-            if dup is not None:
-                raise ScoreAlignmentError(f"group {qid!r} lists pid {dup!r} twice; scores are "
-                                          "keyed by (qid, pid), so it is ambiguous")
-            seen.add(qid)
-            expected[shard].add(pairs, digest)
-    return expected
-
-
-class _ShardWriter:
-    """Buffers one shard's rows into a hidden temporary parquet file; `commit` renames it."""
-
-    def __init__(self, fs: pafs.FileSystem, folder: str, name: str, flush_rows: int = 512):
-        self.fs, self.final = fs, f"{folder}/{name}"
-        self.tmp = f"{folder}/.{name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self.flush_rows = flush_rows
-        self.rows = 0
-        self.qids: set[str] = set()
-        self._buffer: list[pa.Table] = []
-        self._buffered = 0
-        self._stream = None
-        self._writer = None
-
-    def add(self, table: pa.Table) -> None:
-        self._buffer.append(table)
-        self._buffered += table.num_rows
-        self.rows += table.num_rows
-        if self._buffered >= self.flush_rows:
-            self._flush()
-
-    def _flush(self) -> None:
-        if self._writer is None:
-            self._stream = self.fs.open_output_stream(self.tmp)
-            self._writer = pq.ParquetWriter(self._stream, CANDIDATE_GROUP_SCHEMA)
-        if self._buffer:
-            self._writer.write_table(pa.concat_tables(self._buffer))
-        self._buffer, self._buffered = [], 0
-
-    def commit(self) -> str:
-        self._flush()
-        if self.rows == 0:
-            self._writer.write_table(CANDIDATE_GROUP_SCHEMA.empty_table())
-        self._writer.close()
-        self._stream.close()
-        self.fs.move(self.tmp, self.final)
-        return self.final
-
-    def abort(self) -> None:
-        try:
-            if self._writer is not None:
-                self._writer.close()
-                self._stream.close()
-            self.fs.delete_file(self.tmp)
-        except (OSError, FileNotFoundError):
-            pass
-
-
-def shard_name(shard: int, num_shards: int) -> str:
-    return f"shard-{shard:05d}-of-{num_shards:05d}.parquet"
-
-
-def _read_manifest(fs, folder: str) -> dict | None:
-    raw = read_bytes(fs, f"{folder}/{MANIFEST}")
-    return None if raw is None else yaml.safe_load(raw.decode("utf-8"))
-
-
-def _write_manifest(fs, folder: str, manifest: dict) -> None:
-    atomic_write_bytes(fs, f"{folder}/{MANIFEST}",
-                       yaml.safe_dump(manifest, sort_keys=False).encode("utf-8"))
-
-
-def _to_output_schema(table: pa.Table) -> pa.Table:
-    cols = []
-    for f in CANDIDATE_GROUP_SCHEMA:
-        if f.name in table.column_names:
-            cols.append(table.column(f.name).cast(f.type))
-        else:
-            cols.append(pa.nulls(table.num_rows, f.type))
-    return pa.Table.from_arrays(cols, schema=CANDIDATE_GROUP_SCHEMA)
-
-
 def remote_fingerprint(make_teacher: MakeTeacher) -> str:
     """The fingerprint of the teacher `make_teacher` builds, built in a Ray worker (so the
     driver needs neither the model nor its dependencies)."""
@@ -541,15 +349,15 @@ def score_candidate_groups(input_path, output_dir, make_teacher: MakeTeacher,
     if num_shards < 1:
         raise ValueError(f"num_shards must be >= 1, got {num_shards}")
     t0 = time.perf_counter()
-    files = _input_files(input_path)
+    files = input_files(input_path)
     if fingerprint is None:
         fingerprint = remote_fingerprint(make_teacher)
     fs, folder = resolve_filesystem(output_dir)
     folder = folder.rstrip("/")
     fs.create_dir(folder, recursive=True)
     report = ScoringReport(str(output_dir), fingerprint, num_shards)
-    signature = _input_signature(files)
-    manifest = _read_manifest(fs, folder)
+    signature = input_signature(files)
+    manifest = read_manifest(fs, folder)
     fresh = {"version": MANIFEST_VERSION, "fingerprint": fingerprint, "num_shards": num_shards,
              "input": signature, "shards": {}}
     if manifest is not None and not overwrite:
@@ -565,7 +373,7 @@ def score_candidate_groups(input_path, output_dir, make_teacher: MakeTeacher,
     for stale in list_files(fs, folder, ".shard-"):  # temporaries of an interrupted run
         fs.delete_file(stale)
 
-    expected = _expected_by_shard(files, num_shards)
+    expected = expected_by_shard(files, num_shards)
     report.seconds["count"] = time.perf_counter() - t0
     report.groups = sum(e.groups for e in expected.values())
     report.pairs = sum(e.pairs for e in expected.values())
@@ -576,19 +384,19 @@ def score_candidate_groups(input_path, output_dir, make_teacher: MakeTeacher,
     pending = [s for s in range(num_shards) if s not in done]
     report.shards_skipped = len(done)
 
-    def commit(shard: int, writer: _ShardWriter) -> None:
+    def commit(shard: int, writer: ShardWriter) -> None:
         writer.commit()
         exp = expected[shard]
         manifest["shards"][shard] = {"file": shard_name(shard, num_shards), "groups": exp.groups,
                                      "pairs": exp.pairs, "digest": f"{exp.digest:016x}"}
-        _write_manifest(fs, folder, manifest)
+        write_manifest(fs, folder, manifest)
         report.shards_written += 1
         log.info("committed shard %d/%d (%d groups, %d pairs)", shard + 1, num_shards,
                  exp.groups, exp.pairs)
 
-    _write_manifest(fs, folder, manifest)
+    write_manifest(fs, folder, manifest)
     t1 = time.perf_counter()
-    writers = {s: _ShardWriter(fs, folder, shard_name(s, num_shards)) for s in pending}
+    writers = {s: ShardWriter(fs, folder, shard_name(s, num_shards)) for s in pending}
     try:
         for shard in [s for s in pending if expected[s].groups == 0]:
             commit(shard, writers.pop(shard))
@@ -619,7 +427,7 @@ def _run_pipeline(files, shards, num_shards, writers, expected, commit, report, 
 
     ds = groups_dataset(files)
     if len(shards) < num_shards:
-        ds = ds.map_batches(_keep_shards, fn_kwargs={"num_shards": num_shards, "shards": shards},
+        ds = ds.map_batches(keep_shards, fn_kwargs={"num_shards": num_shards, "shards": shards},
                             batch_format="pyarrow", zero_copy_batch=True)
     scored = score_dataset(ds, make_teacher, fingerprint, **score_kwargs)
     for batch in scored.iter_batches(batch_size=None, batch_format="pyarrow"):
@@ -628,7 +436,7 @@ def _run_pipeline(files, shards, num_shards, writers, expected, commit, report, 
         for name in COUNTER_COLUMNS:
             total = pc.sum(batch.column(name)).as_py() or 0
             setattr(report, name, getattr(report, name) + int(total))
-        rows = _to_output_schema(batch)
+        rows = to_output_schema(batch)
         qids = rows.column("qid").to_pylist()
         shard_ids = np.fromiter((shard_of(q, num_shards) for q in qids), np.int64, len(qids))
         for shard in np.unique(shard_ids).tolist():
@@ -648,107 +456,3 @@ def _run_pipeline(files, shards, num_shards, writers, expected, commit, report, 
         lost = {s: expected[s].groups - w.rows for s, w in writers.items()}
         raise ScoreAlignmentError(f"the scorer lost groups: missing per shard {lost}")
 
-
-# ------------------------------------------------------------------ verification
-
-
-def _shard_keys(files, num_shards, shard) -> Counter:
-    from raykd.data.ray_datasets import groups_dataset
-
-    ds = groups_dataset(files).select_columns(["qid", "pids"]).map_batches(
-        _keep_shards, fn_kwargs={"num_shards": num_shards, "shards": [shard]},
-        batch_format="pyarrow", zero_copy_batch=True)
-    keys: Counter = Counter()
-    for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-        for qid, pids in zip(batch.column("qid").to_pylist(), batch.column("pids").to_pylist(),
-                             strict=True):
-            keys.update((qid, p) for p in pids)
-    return keys
-
-
-def _describe_keys(keys, limit: int = 10) -> str:
-    keys = sorted(keys)
-    more = f" (+{len(keys) - limit} more)" if len(keys) > limit else ""
-    return ", ".join(f"({q!r}, {p!r})" for q, p in keys[:limit]) + more
-
-
-def verify_scored_shards(input_path, output_dir, num_shards: int,
-                         expected: dict[int, _ShardExpect] | None = None) -> list[str]:
-    """Check that the shards under `output_dir` hold exactly one finite score per input
-    (qid, pid): none lost, none duplicated, none foreign. Returns the shard paths.
-    Raises ScoreAlignmentError naming the offending keys."""
-    files = _input_files(input_path) if not isinstance(input_path, list) else input_path
-    if expected is None:
-        expected = _expected_by_shard(files, num_shards)
-    fs, folder = resolve_filesystem(output_dir)
-    folder = folder.rstrip("/")
-    paths, problems = [], []
-    for shard in range(num_shards):
-        path = f"{folder}/{shard_name(shard, num_shards)}"
-        paths.append(path)
-        if fs.get_file_info(path).type != pafs.FileType.File:
-            problems.append(f"shard {shard}: {path} is missing")
-            continue
-        table = pq.read_table(path, columns=["qid", "pids", "teacher_scores"], filesystem=fs)
-        got = _ShardExpect()
-        keys: Counter = Counter()
-        bad_scores = []
-        for qid, pids, scores in zip(table.column("qid").to_pylist(),
-                                     table.column("pids").to_pylist(),
-                                     table.column("teacher_scores").to_pylist(), strict=True):
-            if scores is None or len(scores) != len(pids) or not np.isfinite(scores).all():
-                bad_scores.append(qid)
-            keys.update((qid, p) for p in pids)
-            got.add(len(pids), sum(pair_hash(qid, p) for p in pids) & _MASK64)
-        exp = expected[shard]
-        if bad_scores:
-            problems.append(f"shard {shard}: groups without one finite score per pid: "
-                            f"{sorted(bad_scores)[:10]}")
-        if (got.groups, got.pairs, got.digest) != (exp.groups, exp.pairs, exp.digest):
-            want = _shard_keys(files, num_shards, shard)
-            lost = set(want) - set(keys)
-            foreign = set(keys) - set(want)
-            doubled = {k for k, c in keys.items() if c > want.get(k, 0) and k in want}
-            detail = []
-            if lost:
-                detail.append(f"missing {len(lost)}: {_describe_keys(lost)}")
-            if doubled:
-                detail.append(f"duplicated {len(doubled)}: {_describe_keys(doubled)}")
-            if foreign:
-                detail.append(f"not in the input {len(foreign)}: {_describe_keys(foreign)}")
-            problems.append(f"shard {shard} ({path}): " + ("; ".join(detail) or
-                            f"{got.groups} groups / {got.pairs} pairs, expected "
-                            f"{exp.groups} / {exp.pairs}"))
-    if problems:
-        raise ScoreAlignmentError("scored output does not match its input:\n  "
-                                  + "\n  ".join(problems))
-    return paths
-
-
-def scored_pairs(output_dir) -> dict[tuple[str, str], float]:
-    """{(qid, pid): score} of a scored output folder (small outputs; for tests and checks)."""
-    out: dict[tuple[str, str], float] = {}
-    for path in sorted(Path(output_dir).glob("shard-*.parquet")):
-        table = pq.read_table(path, columns=["qid", "pids", "teacher_scores"])
-        for qid, pids, scores in zip(*(table.column(c).to_pylist()
-                                       for c in ("qid", "pids", "teacher_scores")), strict=True):
-            for p, s in zip(pids, scores, strict=True):
-                if (qid, p) in out:
-                    raise ScoreAlignmentError(f"({qid!r}, {p!r}) is scored twice in {output_dir}")
-                out[(qid, p)] = s
-    return out
-
-
-__all__ = [
-    "COUNTER_COLUMNS",
-    "ScoreAlignmentError",
-    "ScoringReport",
-    "TeacherScorer",
-    "is_groupwise",
-    "remote_fingerprint",
-    "score_candidate_groups",
-    "score_dataset",
-    "scored_pairs",
-    "shard_of",
-    "verify_scored_shards",
-]

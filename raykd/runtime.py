@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
+
+log = logging.getLogger(__name__)
+
+# Set by `init_ray` (and passed to every worker through the runtime env): "attached" when this
+# job connected to a cluster that was already running (`ray start`, `ray job submit`), "local"
+# when it started a Ray of its own. Unset (a test's or a user's own `ray.init`): as "local".
+RAY_MODE_ENV = "RAYKD_RAY_MODE"
 
 
 def offline_models() -> None:
@@ -38,9 +46,11 @@ def init_ray(num_cpus: int | None = None):
     offline_models()
     if ray.is_initialized():
         return ray
+    attached = bool(os.environ.get("RAY_ADDRESS"))
+    os.environ[RAY_MODE_ENV] = "attached" if attached else "local"
     env_vars = {k: os.environ[k] for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE",
-                                           "TOKENIZERS_PARALLELISM")}
-    if os.environ.get("RAY_ADDRESS"):
+                                           "TOKENIZERS_PARALLELISM", RAY_MODE_ENV)}
+    if attached:
         # Under `ray job submit`, Ray refuses a ray.init env var that the job's runtime_env
         # also sets: pass only the others (the job's values are in os.environ already).
         job = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR") or "{}")
@@ -53,3 +63,32 @@ def init_ray(num_cpus: int | None = None):
         ray.init(address="local", num_cpus=num_cpus or local_cpus(), include_dashboard=True,
                  dashboard_host="127.0.0.1", runtime_env={"env_vars": env_vars})
     return ray
+
+
+def attached_to_cluster() -> bool:
+    """True in a job that `init_ray` connected to a running cluster (and in its workers)."""
+    return os.environ.get(RAY_MODE_ENV) == "attached"
+
+
+def fit_actor_pool(concurrency: int, num_cpus: float, what: str = "actor pool") -> int:
+    """The size of a Ray Data actor pool of `num_cpus`-CPU actors.
+
+    A local Ray (`init_ray` without RAY_ADDRESS) has `local_cpus()` logical CPUs, enough for
+    the pool and the read tasks that feed it: `concurrency` is returned unchanged. On a cluster
+    that was already running, the pool is capped so that one CPU stays free for the dataset's
+    read and map tasks (on a 2-CPU head, two one-CPU actors would hold both and the pipeline
+    would wait at `0/?` for ever): at most `(free CPUs - 1) / num_cpus` actors, at least one.
+    GPU actors that take no CPU are never capped."""
+    concurrency = int(concurrency)
+    if not num_cpus or concurrency <= 1 or not attached_to_cluster():
+        return concurrency
+    import ray
+
+    free = float(ray.available_resources().get("CPU", 0.0))
+    fits = max(1, math.floor((free - 1.0) / float(num_cpus) + 1e-9))
+    if fits >= concurrency:
+        return concurrency
+    log.warning("%s: %d actor(s) of %g CPU instead of %d, leaving one of the cluster's %g free "
+                "CPU(s) to the read tasks", what, fits, num_cpus, concurrency, free)
+    return fits
+

@@ -258,6 +258,7 @@ def test_local_ray_binds_its_dashboard_to_loopback(monkeypatch):
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     monkeypatch.setattr(ray, "init", lambda *a, **kw: calls.append(kw))
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setenv(runtime.RAY_MODE_ENV, "local")  # init_ray sets it: restored after
     runtime.init_ray(num_cpus=2)
     local = calls[-1]
     assert local.get("dashboard_host") == "127.0.0.1"

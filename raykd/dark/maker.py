@@ -332,6 +332,8 @@ def dark_examples_stage(
     :class:`DarkReport` to receive the counts; read it after consuming the dataset."""
     import ray
 
+    from raykd.runtime import fit_actor_pool
+
     _check_spec(spec)
     LengthBudget(tokenizer_path, max_length)  # fail fast in the driver on a bad length/path
     tally = None
@@ -344,7 +346,8 @@ def dark_examples_stage(
                                "max_length": max_length, "tally": tally},
         batch_size=groups_per_batch,
         batch_format="pyarrow",
-        compute=ray.data.ActorPoolStrategy(size=concurrency or 1),
+        compute=ray.data.ActorPoolStrategy(
+            size=fit_actor_pool(concurrency or 1, num_cpus, "dark examples")),
         num_cpus=num_cpus,
     )
 

@@ -9,6 +9,7 @@ import ray
 
 from raykd.data.records import passage_text
 from raykd.fingerprint import text_hash
+from raykd.runtime import fit_actor_pool
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,8 @@ def encode_corpus(corpus: ray.data.Dataset, model_path: str, *, concurrency: int
         fn_constructor_kwargs={"model_path": str(model_path), "batch_size": batch_size,
                                "student_options": student_options},
         batch_size=batch_size * 4,
-        compute=ray.data.ActorPoolStrategy(size=concurrency),
+        compute=ray.data.ActorPoolStrategy(
+            size=fit_actor_pool(concurrency, 0 if num_gpus else 1, "corpus encoding")),
         num_gpus=num_gpus,
         num_cpus=0 if num_gpus else 1,
     )

@@ -341,6 +341,7 @@ def corpus_token_index(model_path: str, corpus_path: str | os.PathLike,
 
     from raykd.data.ray_datasets import corpus_dataset
     from raykd.index.store import store_folder
+    from raykd.runtime import fit_actor_pool
     from raykd.students.bundled import resolve_model
     from raykd.students.late_interaction import LateInteractionEncoder
 
@@ -358,7 +359,8 @@ def corpus_token_index(model_path: str, corpus_path: str | os.PathLike,
         fn_constructor_kwargs={"model_path": model_path, "batch_size": batch_size,
                                "encoder_options": encoder_options},
         batch_size=batch_size * 4,
-        compute=ray.data.ActorPoolStrategy(size=concurrency),
+        compute=ray.data.ActorPoolStrategy(
+            size=fit_actor_pool(concurrency, 0 if num_gpus else 1, "token encoding")),
         num_gpus=num_gpus,
         num_cpus=0 if num_gpus else 1,
     )

@@ -272,10 +272,14 @@ def score_dataset(groups_ds, make_teacher: MakeTeacher, fingerprint: str | None 
         remote_args["num_gpus"] = num_gpus
     import ray.data
 
+    from raykd.runtime import fit_actor_pool
+
     return groups_ds.map_batches(
         TeacherScorer, fn_constructor_kwargs=kwargs, batch_size=groups_per_batch,
         batch_format="pyarrow", zero_copy_batch=True,
-        compute=ray.data.ActorPoolStrategy(size=concurrency), num_cpus=num_cpus, **remote_args)
+        compute=ray.data.ActorPoolStrategy(
+            size=fit_actor_pool(concurrency, num_cpus, "teacher scoring")),
+        num_cpus=num_cpus, **remote_args)
 
 
 @dataclass

@@ -23,7 +23,7 @@ from raykd.config import Recipe, load_recipe
 from raykd.data.beir import BeirDataset
 from raykd.errors import ConfigError, DataError
 from raykd.recipes import require_file
-from raykd.runtime import init_ray, setup_logging
+from raykd.runtime import init_ray, job_storage, setup_logging
 
 # Small budgets for smoke runs: a few steps, small lists, short passages, dev-only evaluation.
 # A smoke run in minutes on a laptop CPU: 32 training queries, 8 steps, and a 2-layer student
@@ -68,8 +68,12 @@ def resolve(args: argparse.Namespace) -> Recipe:
     elif args.quick:
         overrides.append(f"name={Path(args.recipe).stem}-quick")
     if args.storage:
-        overrides.append(f"storage={args.storage}")
-    return load_recipe(args.recipe, overrides)
+        overrides.append(f"storage={job_storage(args.storage)}")
+    recipe = load_recipe(args.recipe, overrides)
+    storage = job_storage(recipe.storage)
+    if storage != recipe.storage:  # a relative storage in Ray's working-dir copy of the code
+        recipe = load_recipe(args.recipe, [*overrides, f"storage={storage}"])
+    return recipe
 
 
 def run_job(description: str, default_recipe: str, argv=None, prog: str | None = None) -> dict:
@@ -111,8 +115,18 @@ def run_job(description: str, default_recipe: str, argv=None, prog: str | None =
         shown = ", ".join(f"{k} {v:.4f}" for k, v in summary["test"].items())
         print(f"  after  test  {shown}")
     print(f"  student: {summary['student']}")
+    where = recipe.run_dir() if "://" in recipe.storage else Path(recipe.run_dir()).resolve()
+    print(f"  results: {where}")
+    if recipe.tracking.enabled:
+        print(f"  mlflow:  {tracking_uri(recipe)}")
     summary["wall_seconds"] = wall
     return summary
+
+
+def tracking_uri(recipe: Recipe) -> str:
+    from raykd.tracking import resolve_tracking_uri
+
+    return resolve_tracking_uri(recipe.tracking.tracking_uri, recipe.storage)
 
 
 def check_inputs(recipe: Recipe) -> None:

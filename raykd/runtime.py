@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import os
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -92,3 +93,25 @@ def fit_actor_pool(concurrency: int, num_cpus: float, what: str = "actor pool") 
                 "CPU(s) to the read tasks", what, fits, num_cpus, concurrency, free)
     return fits
 
+
+# Where a relative `storage` goes in a job whose working directory is Ray's copy of the code.
+JOB_STORAGE_HOME = Path("~/raykd")
+
+
+def in_ray_working_dir() -> bool:
+    """True in a Ray job that runs in the copy of a `--working-dir` upload, a folder under
+    the node's session dir that Ray deletes with the session (or sooner)."""
+    job = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR") or "{}")
+    if (job.get("runtime_env") or {}).get("working_dir"):
+        return True
+    return "runtime_resources" in Path.cwd().parts
+
+
+def job_storage(storage: str) -> str:
+    """`storage` as a job should write to it: a URI or an absolute path unchanged; a relative
+    path unchanged in a local run (relative to the current folder, as always), and under
+    `~/raykd/` in a job that runs in Ray's working-dir copy, so that outputs, the student and
+    the MLflow database outlive the Ray session."""
+    if "://" in storage or os.path.isabs(storage) or not in_ray_working_dir():
+        return storage
+    return str(JOB_STORAGE_HOME.expanduser() / storage)

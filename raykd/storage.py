@@ -36,6 +36,9 @@ from raykd.fingerprint import stable_hash
 # Written last, so that a reader never sees a marker before the files it vouches for.
 MARKERS = ("done.json", "_mining.yaml", "results.json", "recipe.yaml")
 
+# Written into every storage folder raykd creates: Ray's upload of a working dir skips it.
+RAYIGNORE_ALL = "# raykd outputs: never uploaded with `ray job submit --working-dir`\n*\n"
+
 
 def is_uri(path: str | os.PathLike) -> bool:
     """A filesystem URI (`s3://...`, `file:///...`) rather than a local path."""
@@ -103,6 +106,16 @@ class Storage:
 
     def __repr__(self) -> str:
         return f"Storage({self.root!r}, local={str(self.local)!r})"
+
+    def create_local(self) -> None:
+        """Create the local root (a local storage, or a URI's mirror). A folder created here
+        gets a `.rayignore` of `*`: whatever its name and wherever it is (inside a checkout,
+        `--storage runs`), `ray job submit --working-dir .` leaves it out of the upload. An
+        existing folder is left as it is."""
+        if self.local.exists():
+            return
+        self.local.mkdir(parents=True, exist_ok=True)
+        (self.local / ".rayignore").write_text(RAYIGNORE_ALL)
 
     def uri(self, rel: str, *, query: bool = True) -> str:
         """`rel` under the root: a URI (query options kept unless `query=False`) or a local

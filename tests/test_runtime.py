@@ -1,11 +1,19 @@
 """raykd.runtime on a cluster that was already running (`ray start`, `ray job submit`): actor
-pools that leave the read tasks a CPU. No Ray instance is started."""
+pools that leave the read tasks a CPU, a relative storage kept out of Ray's working-dir copy;
+and the `.rayignore` rules that keep outputs out of a `--working-dir .` upload (through Ray's
+own packaging code). No Ray instance is started."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import pytest
 
 from raykd import runtime
+from raykd.storage import Storage
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -59,3 +67,67 @@ def test_init_ray_marks_an_attached_job_for_its_workers(monkeypatch):
     runtime.init_ray()
     assert calls[-1]["runtime_env"]["env_vars"][runtime.RAY_MODE_ENV] == "local"
 
+
+def test_a_relative_storage_leaves_rays_working_dir(monkeypatch, tmp_path):
+    """Guards outputs that vanish with the Ray session: in a job that runs in Ray's copy of a
+    `--working-dir` upload, a relative storage goes under ~/raykd; absolute paths and URIs,
+    and every path of a local run, are unchanged."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert runtime.job_storage("outputs") == "outputs"
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", json.dumps(
+        {"runtime_env": {"working_dir": "gcs://_ray_pkg_0123.zip"}}))
+    assert runtime.job_storage("outputs") == str(tmp_path / "home" / "raykd" / "outputs")
+    assert runtime.job_storage("/data/runs") == "/data/runs"
+    assert runtime.job_storage("s3://bucket/raykd") == "s3://bucket/raykd"
+    monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR")
+    copy = tmp_path / "session" / "runtime_resources" / "working_dir_files" / "_ray_pkg_0"
+    copy.mkdir(parents=True)
+    monkeypatch.chdir(copy)
+    assert runtime.job_storage("runs") == str(tmp_path / "home" / "raykd" / "runs")
+
+
+def _uploaded(root: Path) -> list[str]:
+    """The files `ray job submit --working-dir root` would upload (Ray's own traversal)."""
+    from ray._private.runtime_env import packaging
+
+    found: list[Path] = []
+    packaging._dir_travel(root, [packaging._get_excludes(root, [])], found.append,
+                          include_gitignore=True)
+    return sorted(str(p.relative_to(root)) for p in found if p.is_file())
+
+
+def test_outputs_and_caches_stay_out_of_a_working_dir_upload(tmp_path):
+    """Guards `413 request too large`: the repository's .rayignore and .gitignore leave out
+    every output and cache location, and a storage folder raykd creates under any name inside
+    the checkout is left out by the `.rayignore` it gets."""
+    repo = tmp_path / "repo"
+    (repo / "raykd").mkdir(parents=True)
+    (repo / "raykd" / "x.py").write_text("")
+    for name in (".rayignore", ".gitignore"):
+        (repo / name).write_text((ROOT / name).read_text())
+    left_out = ["outputs/a/student/model.safetensors", "mlruns/0/meta.yaml",
+                "mlartifacts/1/a/artifacts/x", "mlflow.db", "sub/mlflow.db",
+                "score_cache/bm25-1/part-0.parquet", "embedding_cache/e/x.npy",
+                ".venv/bin/python", "raykd/__pycache__/x.pyc", ".pytest_cache/v",
+                ".ruff_cache/x", ".hypothesis/x", "build/lib/x.py", "dist/raykd.whl",
+                "raykd.egg-info/PKG-INFO", ".git/HEAD"]
+    for rel in left_out:
+        (repo / rel).parent.mkdir(parents=True, exist_ok=True)
+        (repo / rel).write_text("x")
+    storage = Storage(repo / "my-runs")
+    storage.create_local()
+    (repo / "my-runs" / "adam-quick" / "student").mkdir(parents=True)
+    (repo / "my-runs" / "adam-quick" / "student" / "model.safetensors").write_text("x")
+    (repo / "my-runs" / "mlflow.db").write_text("x")
+    assert _uploaded(repo) == [".gitignore", ".rayignore", "raykd/x.py"]
+
+
+def test_an_existing_storage_folder_is_left_as_it_is(tmp_path):
+    """Guards users' result folders: only a folder raykd creates gets the marker."""
+    (tmp_path / "outputs").mkdir()
+    Storage(tmp_path / "outputs").create_local()
+    assert not (tmp_path / "outputs" / ".rayignore").exists()
+    Storage(tmp_path / "new").create_local()
+    assert (tmp_path / "new" / ".rayignore").read_text().splitlines()[-1] == "*"

@@ -110,6 +110,7 @@ class RecipeRunner(RunContext):
             dump_recipe(self.recipe, saved)
 
     def run(self) -> dict:
+        self.storage.create_local()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._sync("pull")
         self._check_same_recipe()

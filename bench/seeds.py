@@ -101,6 +101,11 @@ ROWS = [
 ]
 
 
+def needs_baseline(row: Row) -> bool:
+    """A row built on the baseline's student of the same seed (as teacher or as start)."""
+    return any(f"outputs/{BASELINE}-s" in o for o in row.overrides)
+
+
 def run_dir(key: str, seed: int) -> Path:
     return ROOT / "outputs" / run_name(key, seed)
 
@@ -142,7 +147,9 @@ def measured(key: str, seed: int, qrels: dict) -> dict:
             "per_query": per_query(qrels, read_trec_run(folder / "eval-test" / "run.trec"))}
 
 
-def summarise(rows: list[Row], seeds: list[int]) -> dict:
+def summarise(rows: list[Row], seeds: list[int], reference: str = BASELINE) -> dict:
+    """Each row's seed means, and its paired Δ against the `reference` row over their common
+    seeds (the contrastive baseline, or e.g. a row's own control)."""
     from raykd.data.beir import BeirDataset
     from raykd.datasets import scifact_dir
     from raykd.eval.paired import compare_systems, mean_sd
@@ -150,7 +157,7 @@ def summarise(rows: list[Row], seeds: list[int]) -> dict:
     qrels = BeirDataset.from_dir(scifact_dir()).qrels("test")
     runs = {r.key: {s: measured(r.key, s, qrels) for s in seeds if finished(r.key, s)}
             for r in rows}
-    base = runs.get(BASELINE, {})
+    base = runs.get(reference, {})
     out = {}
     for row in rows:
         got = runs[row.key]
@@ -166,7 +173,7 @@ def summarise(rows: list[Row], seeds: list[int]) -> dict:
                  "wall_s": [m["wall_s"] for m in got.values()],
                  "command": row.command(DEFAULT_SEED), "per_seed_test": test}
         paired_seeds = sorted(set(got) & set(base))
-        if row.key != BASELINE and paired_seeds:
+        if row.key != reference and paired_seeds:
             diff = compare_systems([base[s]["per_query"] for s in paired_seeds],
                                    [got[s]["per_query"] for s in paired_seeds])
             entry["vs_baseline"] = {"seeds": paired_seeds, "delta": diff.delta,
@@ -178,16 +185,17 @@ def summarise(rows: list[Row], seeds: list[int]) -> dict:
     return out
 
 
-def table(summary: dict) -> str:
+def table(summary: dict, reference: str = BASELINE) -> str:
     def ms(pair):
         return "-" if pair is None else f"{pair[0]:.4f} ± {pair[1]:.4f}"
 
-    lines = ["| recipe | seeds | dev nDCG@10 | test nDCG@10 | test R@100 | Δ test vs contrastive "
+    versus = "contrastive" if reference == BASELINE else f"`{reference}`"
+    lines = [f"| recipe | seeds | dev nDCG@10 | test nDCG@10 | test R@100 | Δ test vs {versus} "
              "[95% CI], p | steps | wall per run | command (seed 13) |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for key, e in summary.items():
         vs = e.get("vs_baseline")
-        delta = "baseline" if key == BASELINE else "-" if vs is None else (
+        delta = "reference" if key == reference else "-" if vs is None else (
             vs["text"] + ("" if vs["significant"] else " (CI spans 0)"))
         walls = [w for w in e["wall_s"] if w] or [s for s in e["stage_seconds"] if s]
         wall = f"{sum(walls) / len(walls) / 60:.1f} min" if walls else "-"
@@ -204,6 +212,8 @@ def main(argv=None) -> None:
                    help=f"comma-separated keys: {','.join(r.key for r in ROWS)}")
     p.add_argument("--seeds", default="13,14,15", help="comma-separated seeds")
     p.add_argument("--table", action="store_true", help="no runs: summarise what is recorded")
+    p.add_argument("--versus", default=BASELINE,
+                   help="the row every Δ is paired against (default: the contrastive baseline)")
     args = p.parse_args(argv)
     keys = [k for k in args.rows.split(",") if k]
     known = {r.key: r for r in ROWS}
@@ -216,19 +226,21 @@ def main(argv=None) -> None:
         p.error(f"--seeds must be comma-separated integers, got {args.seeds!r}")
     rows = [known[k] for k in keys]
     if not args.table:
-        if (any(r.key.startswith("ft-") for r in rows)
-                and not finished(BASELINE, DEFAULT_SEED)):
-            rows = [known[BASELINE]] + [r for r in rows if r.key != BASELINE]  # its teacher
+        if any(needs_baseline(r) for r in rows):  # its student is their teacher or start
+            rows = [known[BASELINE]] + [r for r in rows if r.key != BASELINE]
         for seed in seeds:  # seed-major: an interrupted sweep leaves whole seeds behind
             for row in rows:
                 if not finished(row.key, seed):
                     run(row, seed)
-    rows_for_table = [r for r in ROWS if r.key in keys or r.key == BASELINE]
-    summary = summarise(rows_for_table, seeds)
-    RECORD.parent.mkdir(parents=True, exist_ok=True)
-    RECORD.write_text(json.dumps({k: {kk: vv for kk, vv in v.items()} for k, v in
+    if args.versus not in known:
+        p.error(f"unknown --versus {args.versus!r}; known: {sorted(known)}")
+    rows_for_table = [r for r in ROWS if r.key in keys or r.key in (BASELINE, args.versus)]
+    summary = summarise(rows_for_table, seeds, args.versus)
+    record = RECORD if args.versus == BASELINE else RECORD.with_name(f"seeds-vs-{args.versus}.json")
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps({k: {kk: vv for kk, vv in v.items()} for k, v in
                                   summary.items()}, indent=2) + "\n")
-    print(table(summary))
+    print(table(summary, args.versus))
 
 
 if __name__ == "__main__":

@@ -287,3 +287,110 @@ def test_a_stopped_job_resumes_from_its_uri_checkpoint(ray_cluster, toy_beir_dir
     steps = {m.step for m in client.get_metric_history(child.info.run_id, "train/loss")}
     assert steps >= set(range(resumed[0], total + 1)) and 1 in steps  # one MLflow run, both halves
     assert next(r for r in runs if r.data.tags["raykd.stage"] == "").info.status == "FINISHED"
+
+
+def _readme_local_head() -> list[str]:
+    """The README's local-head commands (the indented block after "A local head works")."""
+    text = (ROOT / "README.md").read_text()
+    block = text[text.index("A local head works"):].split("\n\n")[1]
+    assert all(line.startswith("    ") for line in block.splitlines()), block
+    return [line[4:] for line in block.splitlines()]
+
+
+def _descendants(roots: set[int]) -> set[int]:
+    """`roots` and every process below them (by parent pid), from /proc."""
+    parent = {}
+    for pid in os.listdir("/proc"):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            parent[int(pid)] = int(stat.rpartition(")")[2].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+    found, grew = set(roots), True
+    while grew:
+        more = {p for p, pp in parent.items() if pp in found} - found
+        found |= more
+        grew = bool(more)
+    return found
+
+
+def _in_group(pgid: int) -> set[int]:
+    out = set()
+    for pid in os.listdir("/proc"):
+        try:
+            if pid.isdigit() and os.getpgid(int(pid)) == pgid:
+                out.add(int(pid))
+        except OSError:
+            continue
+    return out
+
+
+@pytest.mark.slow
+def test_the_readme_local_head_commands_run_a_quick_job(tmp_path):
+    """Guards the README's "Running on a cluster" local-head commands, run as written by bash
+    in a copy of the checkout (its `.venv` linked): the venv activated, the auth token, token
+    auth kept on, `ray start --head` with 2 CPUs, `ray job submit` of `jobs/adam.py --quick`.
+    Only free ports and a temp dir are added to `ray start` (and `--num-cpus=2`, the head this
+    machine has), and the dashboard port in `--address`; no other environment variable is set
+    and the venv is not on PATH. The job succeeds, and the student and its MLflow run are under
+    the `--storage` it names, not in Ray's session folder."""
+    from mlflow.tracking import MlflowClient
+
+    repo = tmp_path / "raykd"
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT,
+                           capture_output=True, text=True, check=True).stdout.splitlines()
+    for rel in files:
+        if (ROOT / rel).is_file() and not (ROOT / rel).is_symlink():
+            (repo / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / rel, repo / rel)
+    (repo / ".venv").symlink_to(BIN.parent)
+    temp_dir = tempfile.mkdtemp(prefix="rkd-", dir="/tmp")
+    gcs, dashboard, client, *rest = _free_ports(7)
+    agent, grpc, runtime_env, metrics = rest
+    own = (f" --port={gcs} --dashboard-port={dashboard} --ray-client-server-port={client}"
+           f" --dashboard-agent-listen-port={agent} --dashboard-agent-grpc-port={grpc}"
+           f" --runtime-env-agent-port={runtime_env} --metrics-export-port={metrics}"
+           f" --temp-dir={temp_dir} --num-cpus=2 --num-gpus=0")
+    lines = []
+    for line in _readme_local_head():
+        if line.startswith("ray start --head"):
+            line = line.split("#")[0].rstrip() + own
+        lines.append(line.replace("127.0.0.1:8265", f"127.0.0.1:{dashboard}"))
+    assert any(line.startswith("ray job submit") for line in lines)
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("RAY_", "RAYKD_", "MLFLOW_")) and k != "VIRTUAL_ENV"}
+    env["PATH"] = ":".join(p for p in env.get("PATH", "").split(":")
+                           if p and Path(p).resolve() != BIN.resolve())
+    log = tmp_path / "commands.log"
+    script = "set -eu\n" + "\n".join(lines) + "\n"
+    proc = subprocess.Popen(["bash", "-c", script], cwd=repo, env=env, start_new_session=True,
+                            stdout=open(log, "w"), stderr=subprocess.STDOUT)
+    try:
+        rc = proc.wait(timeout=1500)
+        out = log.read_text()
+        assert rc == 0, f"the README's commands failed ({rc}):\n{out[-6000:]}"
+    finally:
+        ours = _descendants(_in_group(proc.pid) | {proc.pid})
+        for pid in ours:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except OSError:
+                pass
+        time.sleep(5)
+        for pid in _descendants(ours) | _in_group(proc.pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        _stop([], temp_dir)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+    store = repo / "outputs"
+    assert "Job 'raysubmit_" in out and "succeeded" in out
+    assert f"student: {store / 'adam-quick' / 'student'}" in out
+    assert (store / "adam-quick" / "student" / "config.json").exists()
+    assert (store / "adam-quick" / "results.json").exists()
+    assert (store / ".rayignore").exists()  # created by the job: never uploaded
+    client = MlflowClient(f"sqlite:///{store / 'mlflow.db'}")
+    runs = [r for e in client.search_experiments()
+            for r in client.search_runs([e.experiment_id], "tags.`raykd.run` = 'adam-quick'")]
+    assert runs and all(r.info.status == "FINISHED" for r in runs)

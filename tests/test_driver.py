@@ -48,7 +48,8 @@ def test_recipe_run_lands_in_a_real_mlflow_server(ray_local, mlflow_server, toy_
                          student={"model": tiny_encoder_dir, "pooling": "mean",
                                   "similarity": "dot", "passage_max_length": 8,
                                   "query_max_length": 8},
-                         tracking={"tracking_uri": mlflow_server, "experiment": "e2e"})
+                         tracking={"tracking_uri": mlflow_server, "experiment": "e2e"},
+                         eval_initial=True)
     summary = RecipeRunner(recipe).run()
     assert summary["stages"][0]["steps"] == 4
     assert set(summary["test"]) == {"nDCG@10", "RR@10", "R@100", "R@1000"}
@@ -78,6 +79,10 @@ def test_recipe_run_lands_in_a_real_mlflow_server(ray_local, mlflow_server, toy_
                                atol=1e-5)
     results = json.loads((tmp_path / "out" / "e2e" / "results.json").read_text())
     assert results["test"] == pytest.approx(summary["test"])
+    # the before-training metrics are in results.json too, on the eval and the test split
+    assert set(results["initial"]) == {"dev", "test"}
+    assert results["initial"]["test"]["nDCG@10"] == pytest.approx(
+        summary["initial"]["test"]["nDCG@10"])
 
     # plain sentence-transformers, in a process that cannot import raykd, scores the logged
     # student's test run as raykd's evaluation did (run.trec keeps 6 decimals)

@@ -147,9 +147,8 @@ class RecipeRunner(RunContext):
                 self._sync("push")
                 results.append(result)
                 student = result.student
-            final = self.finish(student, results)
+            final = self.finish(student, results, initial)
             self._sync("push")
-            final["initial"] = initial
         except BaseException:
             self.tracker.finish("FAILED")
             raise
@@ -169,7 +168,9 @@ class RecipeRunner(RunContext):
             self.echo(f"[raykd] before training, {split}: {shown}")
         return out
 
-    def finish(self, student: str, results: list[StageResult]) -> dict:
+    def finish(self, student: str, results: list[StageResult], initial: dict) -> dict:
+        """Save the final student, evaluate it on the test split, write `results.json` (the
+        stages, the test metrics and, with `eval_initial`, the metrics before training)."""
         recipe = self.recipe
         final_dir = self.run_dir / STUDENT_DIR
         if final_dir.exists():
@@ -187,7 +188,8 @@ class RecipeRunner(RunContext):
         log_loss_curve(self, [r.name for r in results])
         log_score_scatter(self, self.stages, str(final_dir))
         summary = dict(recipe=recipe.name, student=str(final_dir),
-                       stages=[asdict(r) for r in results], test=test_metrics)
+                       stages=[asdict(r) for r in results], test=test_metrics,
+                       initial=initial)
         (self.run_dir / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
         return summary
 

@@ -131,3 +131,23 @@ def test_an_existing_storage_folder_is_left_as_it_is(tmp_path):
     assert not (tmp_path / "outputs" / ".rayignore").exists()
     Storage(tmp_path / "new").create_local()
     assert (tmp_path / "new" / ".rayignore").read_text().splitlines()[-1] == "*"
+
+
+def test_a_sweep_submitted_as_a_job_keeps_its_storage_out_of_rays_working_dir(monkeypatch,
+                                                                               tmp_path):
+    """Guards `raykd tune` under `ray job submit --working-dir`: the recipe's relative storage
+    and a relative --storage both go under ~/raykd, as for a recipe job; a local sweep's
+    storage stays as given."""
+    from raykd.commands.tune import build_parser, options_from_args
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR", raising=False)
+    local = options_from_args(build_parser().parse_args(["--space", "adam_scifact"]))
+    assert not any(o.startswith("storage=") for o in local.overrides)
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", json.dumps(
+        {"runtime_env": {"working_dir": "gcs://_ray_pkg_0123.zip"}}))
+    job = options_from_args(build_parser().parse_args(["--space", "adam_scifact"]))
+    assert job.overrides[-1] == f"storage={tmp_path / 'home' / 'raykd' / 'outputs'}"
+    given = options_from_args(build_parser().parse_args(["--space", "adam_scifact", "--storage", "r"]))
+    assert given.overrides[-1] == f"storage={tmp_path / 'home' / 'raykd' / 'r'}"

@@ -47,7 +47,7 @@ import yaml
 from raykd.commands import describe
 from raykd.errors import ConfigError
 from raykd.recipes import require_file
-from raykd.runtime import init_ray, setup_logging
+from raykd.runtime import in_ray_working_dir, init_ray, job_storage, setup_logging
 from raykd.tune.space import KINDS, parse_space
 from raykd.tune.sweep import SweepOptions, plan_sweep, run_sweep
 
@@ -130,10 +130,16 @@ def options_from_args(args: argparse.Namespace) -> SweepOptions:
         raise ConfigError("recipe", "give --recipe or `recipe:` in the space file")
     dims_cli = [i for i in args.items if _is_dimension(i)]
     overrides = [*(file.get("overrides") or []), *(i for i in args.items if not _is_dimension(i))]
-    if args.storage:
-        overrides.append(f"storage={args.storage}")
     name = args.name or file.get("name") or f"{Path(recipe).stem}-sweep"
     recipe_path = require_file(recipe, "recipe", "--recipe" if args.recipe else "recipe")
+    if args.storage:
+        overrides.append(f"storage={job_storage(args.storage)}")
+    elif in_ray_working_dir():  # the recipe's relative storage: not in Ray's copy of the code
+        from raykd.config import load_recipe
+
+        storage = load_recipe(str(recipe_path), overrides).storage
+        if job_storage(storage) != storage:
+            overrides.append(f"storage={job_storage(storage)}")
     return SweepOptions(recipe=str(recipe_path), name=name,
                         dims=parse_space(dims_cli, file.get("space")), overrides=overrides,
                         trial_overrides=[*(file.get("trial_overrides") or []),

@@ -195,7 +195,7 @@ def table(summary: dict, reference: str = BASELINE) -> str:
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for key, e in summary.items():
         vs = e.get("vs_baseline")
-        delta = "reference" if key == reference else "-" if vs is None else (
+        delta = ("baseline" if reference == BASELINE else "reference") if key == reference else "-" if vs is None else (
             vs["text"] + ("" if vs["significant"] else " (CI spans 0)"))
         walls = [w for w in e["wall_s"] if w] or [s for s in e["stage_seconds"] if s]
         wall = f"{sum(walls) / len(walls) / 60:.1f} min" if walls else "-"

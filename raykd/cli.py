@@ -24,6 +24,7 @@ from raykd.data.beir import BeirDataset
 from raykd.errors import ConfigError, DataError
 from raykd.recipes import require_file
 from raykd.runtime import init_ray, job_storage, setup_logging
+from raykd.storage import is_uri
 
 # Small budgets for smoke runs: a few steps, small lists, short passages, dev-only evaluation.
 # A smoke run in minutes on a laptop CPU: 32 training queries, 8 steps, and a 2-layer student
@@ -115,7 +116,7 @@ def run_job(description: str, default_recipe: str, argv=None, prog: str | None =
         shown = ", ".join(f"{k} {v:.4f}" for k, v in summary["test"].items())
         print(f"  after  test  {shown}")
     print(f"  student: {summary['student']}")
-    where = recipe.run_dir() if "://" in recipe.storage else Path(recipe.run_dir()).resolve()
+    where = recipe.run_dir() if is_uri(recipe.storage) else Path(recipe.run_dir()).resolve()
     print(f"  results: {where}")
     if recipe.tracking.enabled:
         print(f"  mlflow:  {tracking_uri(recipe)}")

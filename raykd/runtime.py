@@ -8,6 +8,8 @@ import math
 import os
 from pathlib import Path
 
+from raykd.storage import is_uri
+
 log = logging.getLogger(__name__)
 
 # Set by `init_ray` (and passed to every worker through the runtime env): "attached" when this
@@ -112,6 +114,6 @@ def job_storage(storage: str) -> str:
     path unchanged in a local run (relative to the current folder, as always), and under
     `~/raykd/` in a job that runs in Ray's working-dir copy, so that outputs, the student and
     the MLflow database outlive the Ray session."""
-    if "://" in storage or os.path.isabs(storage) or not in_ray_working_dir():
+    if is_uri(storage) or os.path.isabs(storage) or not in_ray_working_dir():
         return storage
     return str(JOB_STORAGE_HOME.expanduser() / storage)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from raykd.config import Recipe, load_recipe
 from raykd.data.beir import BeirDataset
-from raykd.errors import ConfigError, DataError
+from raykd.errors import ConfigError, DataError, one_line_errors
 from raykd.recipes import require_file
 from raykd.runtime import init_ray, job_storage, setup_logging
 from raykd.storage import is_uri
@@ -81,13 +81,10 @@ def run_job(description: str, default_recipe: str, argv=None, prog: str | None =
     """Parse, validate (before any work), run the recipe, print a summary."""
     args = parse_args(description, default_recipe, argv, prog)
     setup_logging()
-    try:
+    with one_line_errors():  # before any work
         args.recipe = str(require_file(args.recipe, "recipe", "--recipe"))
         recipe = resolve(args)
         check_inputs(recipe)
-    except (ConfigError, DataError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
     if args.print_recipe:
         print(f"recipe: {args.recipe}", file=sys.stderr)  # which file: the JSON is all stdout
         print(json.dumps(recipe.model_dump(mode="json"), indent=2))
@@ -96,14 +93,8 @@ def run_job(description: str, default_recipe: str, argv=None, prog: str | None =
 
     init_ray()
     start = time.perf_counter()
-    try:
+    with one_line_errors():  # a bad input found mid-run
         summary = RecipeRunner(recipe).run()
-    except Exception as err:  # a bad input found mid-run: its one line, not a traceback
-        cause = user_error(err)
-        if cause is None:
-            raise
-        print(f"error: {cause}", file=sys.stderr)
-        raise SystemExit(2) from None
     wall = time.perf_counter() - start
     print(f"\n[raykd] {recipe.name}: {len(recipe.stages)} stage(s) in {wall / 60:.1f} min")
     for split, metrics in summary.get("initial", {}).items():
@@ -151,15 +142,3 @@ def check_inputs(recipe: Recipe) -> None:
                 where = field if field == "test_split" else f"stages.{i}.{field}"
                 raise ConfigError(where, f"no qrels for split {split!r} in {dataset.root} "
                                          f"(have {dataset.splits()})")
-
-
-def user_error(err: BaseException) -> BaseException | None:
-    """The project's own error (bad data or config) behind `err`, unwrapping Ray's task and
-    actor errors and exception chains; None for anything else (a bug: keep its traceback)."""
-    seen = set()
-    while err is not None and id(err) not in seen:
-        seen.add(id(err))
-        if isinstance(err, (ConfigError, DataError)):
-            return err
-        err = getattr(err, "cause", None) or err.__cause__
-    return None

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from contextlib import contextmanager
+
 
 class RaykdError(Exception):
     """Base class of every error raykd raises on purpose."""
@@ -45,3 +48,31 @@ class LossInputError(RaykdError, ValueError):
 
 class ScoreAlignmentError(RaykdError, RuntimeError):
     """Scored output that does not hold exactly one finite score per input (qid, pid)."""
+
+
+def user_error(err: BaseException) -> BaseException | None:
+    """The project's own error (bad data or config) behind `err`, unwrapping Ray's task and
+    actor errors and exception chains; None for anything else (a bug: keep its traceback)."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        inner = getattr(err, "cause", None)  # a RayTaskError, also one posing as its cause
+        if inner is None and isinstance(err, (ConfigError, DataError)):
+            return err
+        err = inner or err.__cause__
+    return None
+
+
+@contextmanager
+def one_line_errors():
+    """A command's errors as its user sees them: a bad config or bad data, raised here or in a
+    Ray task, ends the command with `error: <message>` on stderr and exit 2; any other exception
+    keeps its traceback (a bug). Also a decorator: every command's `main` wears it."""
+    try:
+        yield
+    except Exception as err:
+        cause = user_error(err)
+        if cause is None:
+            raise
+        print(f"error: {cause}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -66,6 +66,34 @@ def test_bad_commands_are_one_line_and_exit_2(args, message):
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.parametrize("args,field,message", [
+    (["evaluate", "--data", "{missing}"], None, "not a BEIR folder"),
+    (["rerank", "--data", "{missing}"], None, "not a BEIR folder"),
+    (["rerank", "--teacher", "{missing}.yaml"], "teacher", "is neither a preset"),
+    (["mine-negatives", "--data", "{missing}"], None, "not a BEIR folder"),
+    (["train-teacher", "--data", "{missing}"], None, "not a BEIR folder"),
+    (["train-teacher", "--distill-from", "ensemble"], "distill_weight", "--distill-weight > 0"),
+    (["score-teacher", "--candidates", "{missing}", "--teacher-kind", "bm25"], "--candidates",
+     "does not exist"),
+    (["score-teacher", "--candidates", "{file}", "--teacher-kind", "bm25"], "--corpus",
+     "pass --corpus"),
+])
+def test_every_tool_refuses_bad_input_in_one_line_before_ray(tmp_path, args, field, message):
+    """Guards the one error style: a tool given a missing folder or file, or options that do
+    not fit, prints one `error:` line naming the field or path and exits 2, with no traceback
+    and before Ray starts (measured before: tracebacks of 20-90 lines, exit 1)."""
+    missing, existing = tmp_path / "missing", tmp_path / "groups.jsonl"
+    existing.write_text("")
+    argv = [a.format(missing=missing, file=existing) for a in args]
+    done = _run("-m", "raykd", *argv, env={"RAY_ADDRESS": ""})
+    assert done.returncode == 2, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and message in last, done.stderr
+    assert (f"config field '{field}'" in last) if field else (str(missing) in last), last
+    assert "Traceback" not in done.stderr
+    assert "Started a local Ray instance" not in done.stderr
+
+
 @pytest.mark.parametrize("job,command", [("adam", ["run", "adam"]),
                                          ("score_teacher", ["score-teacher"]),
                                          ("evaluate", ["evaluate"])])

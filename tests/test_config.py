@@ -132,13 +132,17 @@ def test_user_error_unwraps_ray_task_errors():
     prints the DataError's own line; any other exception is a bug and keeps its traceback."""
     from ray.exceptions import RayTaskError
 
-    from raykd.cli import user_error
-    from raykd.errors import DataError
+    from raykd.errors import DataError, user_error
 
     bad = DataError("corpus.jsonl", 2, "_id", "duplicate id '7'")
     try:
         raise RuntimeError("wrapped") from RayTaskError("read", "tb", bad)
     except RuntimeError as err:
         assert user_error(err) is bad
+    # Ray re-raises a task's error as a class that is both RayTaskError and the cause: the
+    # job prints the cause's own line, not Ray's 'ray::task() (pid=...)' wrapper
+    posing = RayTaskError("_fp", "tb", bad).as_instanceof_cause()
+    assert isinstance(posing, DataError) and str(posing) != str(bad)
+    assert user_error(posing) is bad
     assert user_error(RayTaskError("read", "tb", ValueError("bug"))) is None
     assert user_error(KeyError("x")) is None

@@ -15,14 +15,13 @@ writes `run.trec` and `metrics.json` to `--out`.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 from raykd.commands import describe
 from raykd.data.beir import BeirDataset
 from raykd.datasets import scifact_dir
-from raykd.errors import DataError
+from raykd.errors import one_line_errors
 from raykd.eval.late_interaction import late_interaction_retrieval
 from raykd.eval.retrieval import bm25_retrieval, dense_retrieval, format_table
 from raykd.runtime import init_ray, setup_logging
@@ -63,15 +62,12 @@ def load_dataset(data: str, split: str) -> BeirDataset:
     """The dataset, its split's qrels checked against the corpus before any work: a bad folder,
     a missing split or a judged passage absent from the corpus is one line (the file and the
     first such id) and exit 2."""
-    try:
-        dataset = BeirDataset.from_dir(data)
-        dataset.check_qrels_against_corpus(split)
-    except DataError as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+    dataset = BeirDataset.from_dir(data)
+    dataset.check_qrels_against_corpus(split)
     return dataset
 
 
+@one_line_errors()
 def main(argv=None, prog: str = PROG) -> dict:
     args = parse_args(argv, prog)
     if (args.similarity or args.mask_punctuation) and not args.late_interaction:

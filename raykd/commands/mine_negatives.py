@@ -20,6 +20,7 @@ from pathlib import Path
 
 from raykd.commands import describe
 from raykd.datasets import scifact_dir
+from raykd.errors import one_line_errors
 from raykd.negatives import SOURCES, mine_negatives
 from raykd.negatives.sampling import SAMPLINGS
 from raykd.runtime import init_ray, setup_logging
@@ -56,6 +57,7 @@ def parse_args(argv=None, prog: str = PROG) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+@one_line_errors()
 def main(argv=None, prog: str = PROG):
     args = parse_args(argv, prog)
     setup_logging()

@@ -24,6 +24,7 @@ from pathlib import Path
 from raykd.commands import describe
 from raykd.data.beir import BeirDataset
 from raykd.datasets import scifact_dir
+from raykd.errors import one_line_errors
 from raykd.eval.rerank import (
     DEFAULT_EMBEDDING_CACHE,
     DEFAULT_SCORE_CACHE,
@@ -73,6 +74,7 @@ def parse_args(argv=None, prog: str = PROG) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+@one_line_errors()
 def main(argv=None, prog: str = PROG):
     args = parse_args(argv, prog)
     setup_logging()

@@ -28,9 +28,10 @@ from pydantic import ValidationError
 
 from raykd.commands import describe
 from raykd.config import TeacherSpec, load_teacher_spec
-from raykd.errors import ConfigError
+from raykd.errors import ConfigError, one_line_errors
 from raykd.recipes import require_file
 from raykd.runtime import init_ray, setup_logging
+from raykd.storage import is_uri
 from raykd.teachers.scoring import remote_fingerprint, score_candidate_groups
 
 PROG = "raykd score-teacher"
@@ -80,6 +81,22 @@ def load_spec(args) -> TeacherSpec:
         raise ConfigError(f"teacher.{field}", first["msg"]) from None
 
 
+def needs_corpus(spec: TeacherSpec) -> bool:
+    """Whether the teacher reads corpus statistics (BM25, also as an ensemble member)."""
+    return spec.kind == "bm25" or any(needs_corpus(m) for m in spec.members or [])
+
+
+def check_inputs(args, spec: TeacherSpec) -> None:
+    """The candidates (and the corpus a BM25 teacher needs) exist, before Ray starts."""
+    for flag, path in (("--candidates", args.candidates), ("--corpus", args.corpus)):
+        if path and not is_uri(path) and not Path(path).exists():
+            raise ConfigError(flag, f"{path} does not exist")
+    if needs_corpus(spec) and not args.corpus:
+        raise ConfigError("--corpus", f"this {spec.kind} teacher scores with BM25, whose "
+                                      "statistics come from the corpus: pass --corpus (a BEIR "
+                                      "folder or corpus file)")
+
+
 def print_diagnostics(out_dir: Path, temperature: float) -> None:
     from raykd.data.groups import iter_groups_parquet
     from raykd.teachers.diagnostics import format_diagnostics, teacher_diagnostics
@@ -95,10 +112,12 @@ def print_diagnostics(out_dir: Path, temperature: float) -> None:
     print(format_diagnostics(stats))
 
 
+@one_line_errors()
 def main(argv=None, prog: str = PROG):
     args = parse_args(argv, prog)
     setup_logging()
     spec = load_spec(args)
+    check_inputs(args, spec)
     init_ray()
     from raykd.teachers.factory import build_teacher
 

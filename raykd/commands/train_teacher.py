@@ -28,7 +28,7 @@ from raykd.commands import describe
 from raykd.config import load_teacher_spec
 from raykd.data.beir import BeirDataset
 from raykd.datasets import scifact_dir
-from raykd.errors import ConfigError
+from raykd.errors import ConfigError, one_line_errors
 from raykd.eval.rerank import (
     DEFAULT_EMBEDDING_CACHE,
     DEFAULT_SCORE_CACHE,
@@ -119,6 +119,7 @@ def check_args(args):
     return spec, teacher
 
 
+@one_line_errors()
 def main(argv=None, prog: str = PROG):
     args = parse_args(argv, prog)
     setup_logging()

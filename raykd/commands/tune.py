@@ -45,7 +45,7 @@ from pathlib import Path
 import yaml
 
 from raykd.commands import describe
-from raykd.errors import ConfigError
+from raykd.errors import ConfigError, one_line_errors
 from raykd.recipes import require_file
 from raykd.runtime import in_ray_working_dir, init_ray, job_storage, setup_logging
 from raykd.tune.space import KINDS, parse_space
@@ -146,6 +146,7 @@ def options_from_args(args: argparse.Namespace) -> SweepOptions:
                                          *args.trial_override], **settings)
 
 
+@one_line_errors()
 def main(argv=None, prog: str = PROG) -> dict:
     args = build_parser(prog).parse_args(argv)
     setup_logging()

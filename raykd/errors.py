@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from contextlib import contextmanager
 
@@ -67,12 +68,13 @@ def user_error(err: BaseException) -> BaseException | None:
 def one_line_errors():
     """A command's errors as its user sees them: a bad config or bad data, raised here or in a
     Ray task, ends the command with `error: <message>` on stderr and exit 2; any other exception
-    keeps its traceback (a bug). Also a decorator: every command's `main` wears it."""
+    keeps its traceback (a bug). `RAYKD_DEBUG=1` keeps every traceback. Also a decorator:
+    every command's `main` wears it."""
     try:
         yield
     except Exception as err:
         cause = user_error(err)
-        if cause is None:
+        if cause is None or os.environ.get("RAYKD_DEBUG", "") not in ("", "0"):
             raise
         print(f"error: {cause}", file=sys.stderr)
         raise SystemExit(2) from None

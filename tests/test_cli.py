@@ -94,6 +94,14 @@ def test_every_tool_refuses_bad_input_in_one_line_before_ray(tmp_path, args, fie
     assert "Started a local Ray instance" not in done.stderr
 
 
+def test_raykd_debug_keeps_the_traceback(tmp_path):
+    """RAYKD_DEBUG=1 shows where a user error was raised (exit 1, the full traceback)."""
+    done = _run("-m", "raykd", "evaluate", "--data", str(tmp_path / "missing"),
+                env={"RAYKD_DEBUG": "1"})
+    assert done.returncode == 1
+    assert "Traceback" in done.stderr and "raykd.errors.DataError" in done.stderr
+
+
 @pytest.mark.parametrize("job,command", [("adam", ["run", "adam"]),
                                          ("score_teacher", ["score-teacher"]),
                                          ("evaluate", ["evaluate"])])

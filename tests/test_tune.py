@@ -1,4 +1,4 @@
-"""Ray Tune sweeps: space syntax, validation before any trial, and a real 4-trial ASHA sweep."""
+"""Ray Tune sweeps: space syntax, validation before any trial, and a real 2-trial ASHA sweep."""
 
 from __future__ import annotations
 
@@ -133,13 +133,13 @@ def test_bundled_space_files_plan_and_every_trial_carries_its_values(space):
         assert all(stage["train"]["max_steps"] == 24 for stage in recipe["stages"])
 
 
-def test_four_trial_asha_sweep_shares_the_cache_and_its_best_recipe_reruns(
+def test_two_trial_asha_sweep_shares_the_cache_and_its_best_recipe_reruns(
         ray_local, mlflow_server, tmp_path, tiny_encoder_dir, tmp_path_factory):
-    """Guards the sweep end to end on real Ray, Tune, Train and MLflow: 4 grid trials over a
-    temperature and a loss weight, ASHA on the dev probe stops at least one early (one trial
-    at a time, one seeded worker: the probe values are reproducible, and the temperature-20
-    trials, run last, fall below the median of the first rung: measured 0.566/0.567 against
-    0.571/0.574); no
+    """Guards the sweep end to end on real Ray, Tune, Train and MLflow: 2 grid trials over a
+    temperature (a loss weight swept as a one-value choice), ASHA on the dev probe stops the
+    second early (one trial at a time, one seeded worker: the probe values are reproducible,
+    and the temperature-20 trial, run last, falls below the median of the first rung: measured
+    0.566 against 0.571 with 4 trials, when the test took 305 s of the suite); no
     trial scores a teacher pair (the warm-up scored each once into the shared cache); one MLflow
     parent run with a nested child per trial; the best recipe reruns through the CKL job."""
     from mlflow.tracking import MlflowClient
@@ -151,9 +151,9 @@ def test_four_trial_asha_sweep_shares_the_cache_and_its_best_recipe_reruns(
     storage = tmp_path / "out"
     recipe = write_base_recipe(tmp_path / "toy.yaml", dataset, tiny_encoder_dir, storage,
                                mlflow_server)
-    # grid order: temperature slowest, so the temperature-20 trials come last
+    # grid order: the temperature-20 trial comes last
     dims = parse_space(["loss.params.temperature=choice:[1,20]",
-                        "loss.params.alpha=choice:[1,0]"])
+                        "loss.params.alpha=choice:[1]"])
     options = SweepOptions(recipe=str(recipe), name="toy", dims=dims, search="grid",
                            probe_every=1, probe_depth=10, probe_queries=None, grace_period=1,
                            reduction_factor=2, max_concurrent=1, trial_cpus=1,
@@ -161,7 +161,7 @@ def test_four_trial_asha_sweep_shares_the_cache_and_its_best_recipe_reruns(
     summary = run_sweep(plan_sweep(options), echo=lambda line: None)
     metric = summary["metric"]
     rows = summary["trials"]
-    assert len(rows) == 4 and not [r for r in rows if r["status"] == "error"], rows
+    assert len(rows) == 2 and not [r for r in rows if r["status"] == "error"], rows
 
     # ASHA: at least one trial stopped before the last probe, and completed ones ran all 8
     stopped = [r for r in rows if r["status"] == "stopped"]
@@ -184,7 +184,7 @@ def test_four_trial_asha_sweep_shares_the_cache_and_its_best_recipe_reruns(
     (parent,) = client.search_runs([exp.experiment_id], "tags.`raykd.kind` = 'sweep'")
     children = client.search_runs([exp.experiment_id],
                                   f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
-    assert sorted(c.data.tags["raykd.run"] for c in children) == [f"toy-t0{i}" for i in range(4)]
+    assert sorted(c.data.tags["raykd.run"] for c in children) == [f"toy-t0{i}" for i in range(2)]
     for child in children:
         row = next(r for r in rows if r["trial"] == child.data.tags["raykd.run"])
         assert child.data.params["trial.loss.params.temperature"] == str(

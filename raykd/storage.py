@@ -142,6 +142,19 @@ class Storage:
                           f"{self.base}/{rel}", exclude)
 
 
+    def files(self, rel: str) -> list[str]:
+        """The files under `rel` on the root itself (the URI when remote), relative to it."""
+        fs = self.fs if self.remote else pafs.LocalFileSystem()
+        return sorted(_files(fs, f"{self.base}/{rel}"))
+
+    def remove(self, rel: str) -> None:
+        """Delete `rel` (a folder) locally and, when remote, on the URI too."""
+        shutil.rmtree(self.local / rel, ignore_errors=True)
+        if self.remote and self.fs.get_file_info(f"{self.base}/{rel}").type != \
+                pafs.FileType.NotFound:
+            self.fs.delete_dir(f"{self.base}/{rel}")
+
+
 def _files(fs: pafs.FileSystem, root: str) -> dict[str, pafs.FileInfo]:
     """Files under `root` by their path relative to it (empty when `root` is absent)."""
     infos = fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))

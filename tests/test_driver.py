@@ -169,6 +169,47 @@ def test_driver_resumes_at_the_first_unfinished_stage(ray_local, toy_beir_dir,
         RecipeRunner(changed).run()
 
 
+def test_a_run_that_trained_nothing_does_not_lock_its_name(ray_local, mlflow_server, toy_beir_dir,
+                                                          tiny_encoder_dir, tmp_path):
+    """Guards the rerun policy: a run that stopped before training (a malformed candidates
+    line) reruns under its name with a changed recipe, not refused as 'a different value'; its
+    MLflow run then holds the new params, the stopped attempt's kept under `<name>~<id>`."""
+    from mlflow.tracking import MlflowClient
+
+    from raykd.errors import DataError, user_error
+
+    bad = tmp_path / "groups.jsonl"
+    bad.write_text('{"qid": "q1", "pids": \n')
+    tracking = {"tracking_uri": mlflow_server, "experiment": "rerun"}
+
+    def recipe(lr: float):
+        stage = tiny_recipe("typo", toy_beir_dir, tiny_encoder_dir, tmp_path / "out"
+                            ).stages[0].model_dump(mode="json")
+        stage["data"]["candidates"] = str(bad)
+        stage["train"]["lr"] = lr
+        return tiny_recipe("typo", toy_beir_dir, tiny_encoder_dir, tmp_path / "out",
+                           stages=[stage], tracking=tracking)
+
+    with pytest.raises(Exception) as first:
+        RecipeRunner(recipe(1e-3)).run()
+    assert isinstance(user_error(first.value), DataError), first.value
+    lines: list[str] = []
+    with pytest.raises(Exception) as second:  # the same bad line, not the name's lock
+        RecipeRunner(recipe(2e-3), echo=lines.append).run()
+    assert isinstance(user_error(second.value), DataError), second.value
+    assert any("trained nothing" in line and "stages.0.train.lr" in line for line in lines)
+
+    client = MlflowClient(mlflow_server)
+    exp = client.get_experiment_by_name("rerun")
+    (now,) = client.search_runs([exp.experiment_id],
+                                "tags.`raykd.run` = 'typo' and tags.`raykd.stage` = ''")
+    assert now.data.params["stages.0.train.lr"] == "0.002"
+    (before,) = client.search_runs(
+        [exp.experiment_id], "tags.`raykd.run` LIKE 'typo~%' and tags.`raykd.stage` = ''")
+    assert before.data.params["stages.0.train.lr"] == "0.001"
+    assert before.info.status == "FAILED"
+
+
 def test_adam_then_data_progressive_stage(ray_local, toy_beir_dir, tiny_encoder_dir, tmp_path):
     """Guards the method wiring: ADAM's dark examples reach the teacher and the loss (kept
     fraction logged), and a PROD data-progressive stage trains on confusing queries only."""

@@ -92,7 +92,10 @@ class RecipeRunner(RunContext):
                       f"{'from' if direction == 'pull' else 'to'} {self.storage.root} "
                       f"in {time.perf_counter() - t0:.1f}s")
 
-    def _check_same_recipe(self) -> None:
+    def _check_same_recipe(self) -> bool:
+        """A rerun of a name resumes with the same recipe. With another recipe it is refused,
+        unless the run trained nothing (no finished stage, no checkpoint): then its files are
+        discarded and it starts afresh (True), so a typo fixed costs no new name."""
         saved = self.run_dir / RECIPE_FILE
         current = self.recipe.model_dump(mode="json")
         if saved.exists():
@@ -101,26 +104,41 @@ class RecipeRunner(RunContext):
                 before = recipe_from_dict(before).model_dump(mode="json")
             except ConfigError:
                 pass
-            if before != current:
-                diff = _first_difference(before, current)
-                raise ConfigError(diff or "<recipe>", (
+            if before == current:
+                return False
+            diff = _first_difference(before, current) or "<recipe>"
+            if self.trained_anything():
+                raise ConfigError(diff, (
                     f"run '{self.recipe.name}' in {self.run_dir} was started with a different "
                     f"value here; resume with the same recipe, or choose a new `name`"))
-        else:
+            self.echo(f"[raykd] run '{self.recipe.name}' trained nothing before it stopped; "
+                      f"it starts again with this recipe ({diff} changed)")
+            for rel in ("stages", "train"):
+                self.storage.remove(f"{self.recipe.name}/{rel}")
             dump_recipe(self.recipe, saved)
+            return True
+        dump_recipe(self.recipe, saved)
+        return False
+
+    def trained_anything(self) -> bool:
+        """Whether a stage finished or a training checkpoint exists (on the storage itself)."""
+        checkpoints = (f for f in self.storage.files(f"{self.recipe.name}/train")
+                       if "/checkpoint_" in f"/{f}")
+        return self.first_unfinished() > 0 or next(checkpoints, None) is not None
 
     def run(self) -> dict:
         self.storage.create_local()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._sync("pull")
-        self._check_same_recipe()
+        afresh = self._check_same_recipe()
         self._sync("push")
         recipe = self.recipe
         uri = (resolve_tracking_uri(recipe.tracking.tracking_uri, recipe.storage)
                if recipe.tracking.enabled else "")
         self.tracker = Tracker(recipe.name, recipe.tracking.experiment, uri,
                                enabled=recipe.tracking.enabled,
-                               artifact_root=self.storage.uri("mlartifacts", query=False))
+                               artifact_root=self.storage.uri("mlartifacts", query=False),
+                               afresh=afresh)
         self.tracker.log_params(recipe.model_dump(mode="json"))
         dataset_dirs = {s.data.dataset_dir() for s in recipe.stages}
         self.tracker.set_tags({"raykd.git_commit": git_commit(), "raykd.method": recipe.method,

@@ -74,7 +74,9 @@ class Tracker:
     """The MLflow side of one recipe run. Disabled trackers accept every call and do nothing."""
 
     def __init__(self, run_name: str, experiment: str, tracking_uri: str, enabled: bool = True,
-                 artifact_root: str | None = None):
+                 artifact_root: str | None = None, afresh: bool = False):
+        """The MLflow run of `run_name`: the one a previous attempt left (resumed), or with
+        `afresh` a new one, the previous attempt's runs renamed `<name>~<run id>`."""
         self.run_name, self.enabled, self.tracking_uri = run_name, enabled, tracking_uri
         self.run_id: str | None = None
         self._client = None
@@ -90,6 +92,8 @@ class Tracker:
             location = (artifact_root if not artifact_root or is_uri(artifact_root)
                         else Path(artifact_root).resolve().as_uri())
             self.experiment_id = self._client.create_experiment(experiment, location)
+        if afresh:
+            self._retire(run_name)
         previous = self._find(f"tags.`{RUN_TAG}` = '{run_name}' and tags.`{STAGE_TAG}` = ''")
         if previous:
             self.run_id = previous
@@ -100,6 +104,16 @@ class Tracker:
                                           tags={RUN_TAG: run_name, STAGE_TAG: ""})
             self.run_id = run.info.run_id
             log.info("MLflow run %s at %s", self.run_id, tracking_uri)
+
+    def _retire(self, run_name: str) -> None:
+        """Rename an earlier attempt's runs (parent and stages), so that they keep their
+        params but no longer answer to `run_name`."""
+        runs = self._client.search_runs([self.experiment_id], f"tags.`{RUN_TAG}` = '{run_name}'")
+        parent = next((r.info.run_id for r in runs if r.data.tags.get(STAGE_TAG) == ""), "")
+        for run in runs:
+            self._client.set_tag(run.info.run_id, RUN_TAG, f"{run_name}~{parent[:8]}")
+            if run.info.status == "RUNNING":
+                self._client.set_terminated(run.info.run_id, status="FAILED")
 
     @property
     def client(self):

@@ -163,12 +163,15 @@ def _job(name: str):
     return module
 
 
-def test_rerank_job_rejects_bad_options_before_starting_ray(toy_beir_dir):
-    """Guards the CLI: bad options are ConfigErrors raised before Ray or a model starts."""
+def test_rerank_job_rejects_bad_options_before_starting_ray(toy_beir_dir, capsys):
+    """Guards the CLI: bad options are one `error:` line and exit 2, before Ray or a model
+    starts."""
     job = _job("rerank")
-    with pytest.raises(ConfigError, match="needs a model"):
-        job.main(["--teacher", "cross_encoder", "--data", toy_beir_dir])
-    with pytest.raises(ConfigError, match="cascade"):
-        job.main(["--teacher", "bm25", "--cascade", "5", "--data", toy_beir_dir])
-    with pytest.raises(Exception, match="no qrels for split 'nope'"):
-        job.main(["--teacher", "bm25", "--split", "nope", "--data", toy_beir_dir])
+    for argv, message in [(["--teacher", "cross_encoder"], "needs a model"),
+                          (["--teacher", "bm25", "--cascade", "5"], "cascade"),
+                          (["--teacher", "bm25", "--split", "nope"], "no qrels for split 'nope'")]:
+        with pytest.raises(SystemExit) as done:
+            job.main([*argv, "--data", toy_beir_dir])
+        assert done.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err[-1].startswith("error: ") and message in err[-1], (argv, err)

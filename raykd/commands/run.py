@@ -17,7 +17,6 @@ import sys
 
 from raykd.cli import run_job
 from raykd.commands import describe, method_rows
-from raykd.errors import one_line_errors
 from raykd.recipes import bundled_names, bundled_path
 
 PROG = "raykd run"
@@ -72,7 +71,6 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     return p
 
 
-@one_line_errors()
 def main(argv=None, prog: str = PROG) -> dict:
     args = build_parser(prog).parse_args(sys.argv[1:] if argv is None else argv)
     return run_method(args.method, args.args, prog=f"{prog} {args.method}")

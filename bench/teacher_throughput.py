@@ -28,16 +28,13 @@ import argparse
 import functools
 import os
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from raykd.runtime import offline_models  # noqa: E402
+from raykd.runtime import offline_models
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -9,14 +9,7 @@ Recipe: raykd/recipes/ckl.yaml. Outputs: outputs/<name>/ (student, results.json,
 The same job as `raykd run ckl` (raykd/commands/run.py); `--help` lists its options.
 """
 
-import sys
-from pathlib import Path
-
-# Python puts this file's folder (jobs/), not the repository root, on sys.path: when raykd is
-# not installed (a cluster's working_dir upload, a bare checkout) this line finds the package.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from raykd.commands.run import run_method  # noqa: E402
+from raykd.commands.run import run_method
 
 if __name__ == "__main__":
     run_method("ckl", prog="python jobs/ckl.py")

@@ -4,14 +4,7 @@ The launcher of `raykd train-teacher` (raykd/commands/train_teacher.py), for a c
 and `ray job submit -- python jobs/train_teacher.py ...`; `--help` lists the options.
 """
 
-import sys
-from pathlib import Path
-
-# Python puts this file's folder (jobs/), not the repository root, on sys.path: when raykd is
-# not installed (a cluster's working_dir upload, a bare checkout) this line finds the package.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from raykd.commands.train_teacher import main  # noqa: E402
+from raykd.commands.train_teacher import main
 
 if __name__ == "__main__":
     main(prog="python jobs/train_teacher.py")

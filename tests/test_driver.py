@@ -190,11 +190,11 @@ def test_a_run_that_trained_nothing_does_not_lock_its_name(ray_local, mlflow_ser
         return tiny_recipe("typo", toy_beir_dir, tiny_encoder_dir, tmp_path / "out",
                            stages=[stage], tracking=tracking)
 
-    with pytest.raises(Exception) as first:
+    with pytest.raises(DataError) as first:
         RecipeRunner(recipe(1e-3)).run()
     assert isinstance(user_error(first.value), DataError), first.value
     lines: list[str] = []
-    with pytest.raises(Exception) as second:  # the same bad line, not the name's lock
+    with pytest.raises(DataError) as second:  # the same bad line, not the name's lock
         RecipeRunner(recipe(2e-3), echo=lines.append).run()
     assert isinstance(user_error(second.value), DataError), second.value
     assert any("trained nothing" in line and "stages.0.train.lr" in line for line in lines)

@@ -22,7 +22,7 @@ from raykd.train.backends import make_backend
 from raykd.train.batching import collate_groups
 from raykd.train.online_teacher import build_online_teacher
 from raykd.train.probe import DevProbe
-from raykd.train.students import check_layout, load_student, make_scorer
+from raykd.train.student_scores import check_layout, load_student, make_scorer
 
 STATE_FILE = "train_state.json"
 STUDENT_DIR = "student"

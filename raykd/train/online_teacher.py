@@ -64,7 +64,7 @@ class CollectiveOnlineTeacher:
     @torch.no_grad()
     def in_batch_scores(self, batch: CandidateBatch, rank: int, world: int) -> torch.Tensor:
         from raykd.students.late_interaction import maxsim_matrix
-        from raykd.train.students import pad_passage_tokens
+        from raykd.train.student_scores import pad_passage_tokens
 
         q_in = self.model.tokenize_queries(batch.queries)
         p_in = self.model.tokenize_passages(batch.passages)

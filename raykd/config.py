@@ -331,6 +331,17 @@ class Stage(Spec):
     eval: EvalSpec = Field(default_factory=EvalSpec)
     repeat: int = Field(1, ge=0)  # rounds of this stage; 0 leaves it out (an ablation)
 
+    @field_validator("teacher", mode="before")
+    @classmethod
+    def _teacher_by_reference(cls, value):
+        """`teacher: bm25_minilm` (a bundled spec's name) or a spec file's path: its mapping."""
+        if not isinstance(value, (str, Path)):
+            return value
+        try:
+            return teacher_mapping(value)
+        except ConfigError as err:
+            raise ValueError(err.message) from None  # pydantic names the stage's field
+
     @model_validator(mode="after")
     def _unlabelled_queries_need_a_label_free_loss(self) -> Stage:
         if self.data.queries == "labelled" or self.data.pseudo.source_as_positive:
@@ -395,7 +406,9 @@ def _error_from_validation(err: ValidationError, source: str) -> ConfigError:
     first = err.errors()[0]
     field = ".".join(str(p) for p in first["loc"]) or "<root>"
     detail = first["msg"]
-    if first["type"] == "extra_forbidden":
+    if first["type"] == "value_error":
+        detail = detail.removeprefix("Value error, ")
+    elif first["type"] == "extra_forbidden":
         detail = "unknown field"
     elif first["type"] == "literal_error":
         detail = f"{detail} (got {first.get('input')!r})"
@@ -431,6 +444,8 @@ def _set_path(node: Any, parts: list[str], value: Any, key: str) -> None:
                 raise ConfigError(key, f"'{part}' is not an index of a {len(node)}-item list")
             node = node[int(part)]
         else:
+            if part == "teacher" and isinstance(node.get(part), str):  # a referenced spec
+                node[part] = teacher_mapping(node[part], key)
             node = node.setdefault(part, {})
             if not isinstance(node, (dict, list)):
                 raise ConfigError(key, f"'{'.'.join(parts[:i + 1])}' is not a mapping")
@@ -469,18 +484,27 @@ def dump_recipe(recipe: Recipe, path: str | os.PathLike) -> None:
     Path(path).write_text(yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
 
 
-def load_teacher_spec(path: str | Path, **overrides) -> TeacherSpec:
-    """A TeacherSpec from a YAML or JSON file (a bare spec, or one under a `teacher:` key),
-    with top-level `overrides` (e.g. `batch_size`) applied before validation."""
-    path = Path(path)
+def teacher_mapping(value: str | Path, field: str = "teacher") -> dict:
+    """The raw TeacherSpec mapping of a teacher file: a path, or a bundled spec's bare name
+    (`bm25_minilm`, raykd/recipes/teachers/); a bare spec or one under a `teacher:` key."""
+    from raykd.recipes import require_file
+
+    path = require_file(value, "teacher", field)
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))  # JSON is YAML
     except yaml.YAMLError as err:
-        raise ConfigError("teacher", f"{path} is not valid YAML/JSON: {err}") from None
+        raise ConfigError(field, f"{path} is not valid YAML/JSON: {err}") from None
     if isinstance(raw, dict) and "teacher" in raw and "kind" not in raw:
         raw = raw["teacher"]
     if not isinstance(raw, dict):
-        raise ConfigError("teacher", f"{path} must hold a mapping (a TeacherSpec)")
+        raise ConfigError(field, f"{path} must hold a mapping (a TeacherSpec)")
+    return raw
+
+
+def load_teacher_spec(path: str | Path, **overrides) -> TeacherSpec:
+    """A TeacherSpec from a YAML or JSON file (`teacher_mapping`), with top-level `overrides`
+    (e.g. `batch_size`) applied before validation."""
+    raw = teacher_mapping(path)
     try:
         return TeacherSpec.model_validate({**raw, **overrides})
     except ValidationError as err:

@@ -84,6 +84,33 @@ def test_structural_errors_name_the_problem():
         recipe_from_dict({"name": "r", "stages": [{"name": "a", "teacher": {"kind": "ensemble"}}]})
 
 
+def test_a_teacher_is_referenced_by_name_or_file_not_pasted(tmp_path):
+    """Guards shared teacher definitions: `teacher: <bundled name>` or a spec file's path
+    resolves to the file's spec, a field override after it edits that spec, and a name that
+    is no file fails naming the stage's field and the bundled names."""
+    from raykd.config import TeacherSpec, load_teacher_spec
+
+    bundled = load_teacher_spec(RECIPES_DIR / "teachers" / "bm25_minilm.yaml")
+    assert bundled.kind == "ensemble" and [m.kind for m in bundled.members] == ["bm25",
+                                                                               "bi_encoder"]
+    path = tmp_path / "r.yaml"
+    path.write_text("name: r\nstages:\n  - {name: a, teacher: bm25_minilm, loss: {name: kl}}\n")
+    assert load_recipe(path).stages[0].teacher == bundled
+
+    own = tmp_path / "mine.yaml"
+    own.write_text("teacher: {kind: bm25, k1: 0.9}\n")
+    recipe = load_recipe(path, [f"teacher={own}", "teacher.b=0.4"])
+    assert recipe.stages[0].teacher == TeacherSpec(kind="bm25", k1=0.9, b=0.4)
+
+    with pytest.raises(ConfigError) as err:
+        load_recipe(path, ["teacher=no_such_teacher"])
+    assert err.value.field == "stages.0.teacher"
+    assert "no_such_teacher" in str(err.value) and "bm25_minilm" in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        load_recipe(path, ["teacher=no_such_teacher", "teacher.b=0.4"])
+    assert "no_such_teacher" in str(err.value)
+
+
 def test_dump_and_reload_round_trip(tmp_path):
     """Guards resolved-recipe files: what is written loads back to the same recipe."""
     from raykd.config import dump_recipe

@@ -42,7 +42,10 @@ def _env(**extra) -> dict:
     env.update(PATH=f"{BIN}:{env.get('PATH', '')}", RAY_USAGE_STATS_ENABLED="0",
                HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
                # bound to 127.0.0.1 and the same with or without a token in ~/.ray
-               RAY_AUTH_MODE="disabled")
+               RAY_AUTH_MODE="disabled",
+               # Ray gives the head's dashboard 60 s to come up; on two busy cores it took
+               # longer and `ray start` failed (the suite beside a benchmark)
+               RAY_DASHBOARD_STARTUP_TIMEOUT_S="240")
     env.update(extra)
     return env
 
@@ -106,7 +109,7 @@ def ray_cluster():
             env=_env(), start_new_session=True, stdout=open(logs / "head.log", "w"),
             stderr=subprocess.STDOUT))
         url = f"http://127.0.0.1:{dashboard}"
-        _wait(lambda: _get_json(f"{url}/api/version"), 120, "the head's dashboard",
+        _wait(lambda: _get_json(f"{url}/api/version"), 300, "the head's dashboard",
               logs / "head.log")
         procs.append(subprocess.Popen(
             # its own temp dir: two nodes on one machine must not share runtime_resources

@@ -109,6 +109,25 @@ def test_kl_positive_margin_changes_only_the_target():
             build_loss("kl", positive_margin=bad)
 
 
+def test_kl_label_weight_adds_infonce_on_the_labelled_rows_only():
+    """KL with label_weight w is plain KL plus w times InfoNCE (temperature 1) averaged over
+    the rows that have a labelled positive, by hand; a pseudo-query row (no positive) adds no
+    label term; a weight below 0 is refused when the loss is built."""
+    student = torch.tensor([[0.2, 0.9, -0.3], [0.5, 0.1, 0.0], [1.0, -1.0, 0.3]])
+    teacher = torch.tensor([[1.0, 3.0, 2.0], [0.0, 0.5, 1.5], [2.0, 0.0, 1.0]])
+    pos = torch.tensor([[True, False, False], [False] * 3, [False, False, True]])
+    kl = build_loss("kl")(student, teacher, pos)
+    logq = torch.log_softmax(student, dim=-1)
+    infonce = -(logq[0, 0] + logq[2, 2]) / 2  # rows 0 and 2 are labelled
+    mixed = build_loss("kl", label_weight=0.5)(student, teacher, pos)
+    assert torch.allclose(mixed, kl + 0.5 * infonce)
+    unlabelled = torch.zeros_like(pos)
+    assert torch.allclose(build_loss("kl", label_weight=0.5)(student, teacher, unlabelled),
+                          build_loss("kl")(student, teacher, unlabelled))
+    with pytest.raises(ValueError, match="label_weight"):
+        build_loss("kl", label_weight=-1.0)
+
+
 def test_source_as_positive_makes_inverse_cloze_training_groups(ray_local, toy_beir_dir,
                                                                tiny_encoder_dir, tmp_path):
     """Guards the control run: with `pseudo.source_as_positive` a contrastive loss (which needs

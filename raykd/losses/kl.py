@@ -10,9 +10,11 @@ from raykd.losses.base import DistillationLoss
 from raykd.losses.common import (
     LossBatch,
     check_bool,
+    check_number,
     check_temperature,
     lift_positives,
     masked_log_softmax,
+    positive_nll,
     prepare_inputs,
     reduce_rows,
     row_kl,
@@ -77,6 +79,14 @@ def kl_loss(
     return _kl(batch, student_temperature, teacher_temperature, t2_scaling)
 
 
+def _labelled_nll(batch: LossBatch) -> Tensor:
+    """InfoNCE at temperature 1, averaged over the rows with a labelled positive (0 when none)."""
+    nll = positive_nll(masked_log_softmax(batch.student, batch.valid_mask, 1.0), batch.pos_mask)
+    labelled = batch.pos_mask.any(dim=-1).to(nll.dtype)
+    weight = labelled if batch.instance_weight is None else labelled * batch.instance_weight
+    return reduce_rows(nll, weight)
+
+
 class KLLoss(DistillationLoss):
     """Listwise KL distillation.
 
@@ -85,6 +95,9 @@ class KLLoss(DistillationLoss):
     ``positive_margin`` corrects the teacher by the labels before the softmax: a labelled
     positive scores at least that much above its row's best negative (0: never below one, as
     CollectiveKD's row-max overwrite); rows without a label (pseudo-queries) keep the teacher's.
+    ``label_weight`` adds that weight times InfoNCE (temperature 1) on the rows that have a
+    labelled positive, averaged over those rows: the labels anchor the labelled queries while
+    the teacher alone speaks for the unlabelled ones.
     """
 
     name = NAME
@@ -100,9 +113,11 @@ class KLLoss(DistillationLoss):
         t2_scaling: bool = False,
         in_batch: bool = False,
         positive_margin: float | None = None,
+        label_weight: float = 0.0,
         validate: bool = True,
     ) -> None:
         super().__init__(validate=validate)
+        self.label_weight = check_number(NAME, "label_weight", label_weight, low=0.0)
         if positive_margin is not None and not (
             isinstance(positive_margin, (int, float)) and 0 <= positive_margin < float("inf")
         ):
@@ -130,10 +145,14 @@ class KLLoss(DistillationLoss):
                                                           batch.valid_mask,
                                                           self.positive_margin))
         self._check_collapse(batch.teacher, batch.valid_mask, self.teacher_temperature)
-        return _kl(batch, self.student_temperature, self.teacher_temperature, self.t2_scaling)
+        loss = _kl(batch, self.student_temperature, self.teacher_temperature, self.t2_scaling)
+        if self.label_weight:
+            loss = loss + self.label_weight * _labelled_nll(batch)
+        return loss
 
     def extra_repr(self) -> str:
         return (
             f"student_temperature={self.student_temperature:g}, "
-            f"teacher_temperature={self.teacher_temperature:g}, t2_scaling={self.t2_scaling}"
+            f"teacher_temperature={self.teacher_temperature:g}, t2_scaling={self.t2_scaling}, "
+            f"label_weight={self.label_weight:g}"
         )

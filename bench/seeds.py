@@ -60,6 +60,8 @@ ALL = ("train.lr=5e-5", "data.max_queries=null")
 # are mined with the bundled MiniLM as in stage 1 (the same lists for every row).
 CONTINUE = ("student.model=outputs/contrastive-all-s{seed}/student",
             "data.negatives_model=minilm", "train.lr=2e-5")
+TEACHER3 = "teacher=bench/recipes/teachers/bm25_bi_li.yaml"
+LABELS = "loss.params.label_weight=1"  # + InfoNCE on the labelled lists
 ROWS = [
     Row(BASELINE, "contrastive (InfoNCE on the labels, no teacher)", "jobs/contrastive.py", ALL),
     Row("corpus-kd", "KL on labelled + 709 corpus pseudo-queries, teacher lifted by the labels",
@@ -91,6 +93,15 @@ ROWS = [
         "lists, a pseudo-query's source passage its positive", "jobs/contrastive.py",
         CONTINUE + ("data.max_queries=null", "data.queries=both", "data.pseudo.count=709",
                     "data.pseudo.source_as_positive=true")),
+    # The three-member teacher (BM25 + the contrastive bi-encoder + the MaxSim model, both
+    # fine-tuned on the labels with seed 13; weights chosen on dev): bench/recipes/teachers/
+    # bm25_bi_li.yaml. Needs contrastive-all-s13 and li-contrastive-all-s13 first.
+    Row("kd3-both", "KL + InfoNCE on the labelled queries, KL alone on 709 pseudo-queries, "
+        "from BM25 + bi-encoder + MaxSim", "jobs/corpus_kd.py", (TEACHER3, LABELS)),
+    Row("kd3-labelled", "KL + InfoNCE from BM25 + bi-encoder + MaxSim, labelled queries only",
+        "jobs/corpus_kd.py", (TEACHER3, LABELS, "data.queries=labelled")),
+    Row("cont-kd3", "stage 2 from the contrastive student: KL to BM25 + bi-encoder + MaxSim "
+        "on labelled + 709 pseudo-queries", "jobs/corpus_kd.py", CONTINUE + (TEACHER3,)),
     Row("kl-lifted", "KL on the labelled queries only, teacher lifted by the labels",
         "jobs/corpus_kd.py", ("data.queries=labelled",)),
     Row("ckl-all", "CKL (+ InfoNCE)", "jobs/ckl.py", ALL),

@@ -1,4 +1,10 @@
-"""Process set-up shared by every job: offline models, logging, and a Ray connection."""
+"""Process set-up shared by every job: offline models, logging (quiet by default), and a Ray
+connection.
+
+A job's output is meant for a person: raykd's own `[raykd] ...` lines, warnings and errors.
+Ray Data's progress blocks and bars, its per-dataset execution plans, faiss's loader lines and
+transformers' weight-loading bars and key reports are off unless the job runs with `--verbose`
+or RAYKD_VERBOSE=1 (`raykd.progress.verbose`)."""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ import math
 import os
 from pathlib import Path
 
+from raykd.progress import VERBOSE_ENV, verbose
 from raykd.storage import is_uri
 
 log = logging.getLogger(__name__)
@@ -25,9 +32,83 @@ def offline_models() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def setup_logging(level: int = logging.INFO) -> None:
+# Set in this process and passed to every Ray worker (unless verbose): no hub or transformers
+# progress bars, transformers logs errors only (the weight-loading bars, the UNEXPECTED /
+# MISSING key tables of a cut model).
+QUIET_ENV = {"HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error"}
+# Third-party loggers that speak at INFO about nothing a person needs.
+QUIET_LOGGERS = ("faiss.loader", "faiss")
+
+
+def setup_logging(level: int = logging.INFO, verbose_flag: bool = False) -> None:
+    """Log at `level` to stderr; quiet third-party noise unless verbose. `verbose_flag` (a
+    job's `--verbose`) sets RAYKD_VERBOSE=1 for this process and its Ray workers."""
+    if verbose_flag:
+        os.environ[VERBOSE_ENV] = "1"
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
+    quiet_third_party()
+
+
+def add_verbose_argument(parser) -> None:
+    """`--verbose` on a job's command line (read by `setup_logging(verbose_flag=...)`)."""
+    parser.add_argument("--verbose", action="store_true",
+                        help="show everything: Ray Data's progress and execution plans, "
+                             "third-party INFO logs and bars (also RAYKD_VERBOSE=1)")
+
+
+def quiet_third_party() -> None:
+    """faiss's loader lines, the hub's and transformers' bars and transformers' INFO/WARNING
+    reports off in this process (a no-op when verbose). Safe to call again, in any process:
+    Ray actors that load models or faiss may call it at start."""
+    if verbose():
+        return
+    import sys
+
+    for name, value in QUIET_ENV.items():
+        os.environ.setdefault(name, value)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    if "huggingface_hub" in sys.modules:  # read its env var at import: tell it directly
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+
+
+class _DropMessages(logging.Filter):
+    def __init__(self, *starts: str) -> None:
+        super().__init__()
+        self.starts = starts
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.starts)
+
+
+_RAY_DATA_FILTER = _DropMessages("Progress bars disabled",
+                                 "Progress will be logged because stdout")
+
+
+def quiet_ray_data() -> None:
+    """Ray Data without its progress (the 10 s status blocks when stdout is not a terminal,
+    the bars when it is, the warning that they are off) and without the per-dataset
+    "Starting execution / Execution plan" lines, in this process (the driver, where datasets
+    are built and executed). raykd's long steps print their own progress
+    (`raykd.progress.Progress`). A no-op when verbose."""
+    if verbose():
+        return
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    progress_logger = logging.getLogger("ray.data._internal.progress")
+    if _RAY_DATA_FILTER not in progress_logger.filters:
+        progress_logger.addFilter(_RAY_DATA_FILTER)
 
 
 def local_cpus() -> int:
@@ -47,12 +128,15 @@ def init_ray(num_cpus: int | None = None):
     import ray
 
     offline_models()
+    quiet_third_party()
+    quiet_ray_data()
     if ray.is_initialized():
         return ray
     attached = bool(os.environ.get("RAY_ADDRESS"))
     os.environ[RAY_MODE_ENV] = "attached" if attached else "local"
-    env_vars = {k: os.environ[k] for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE",
-                                           "TOKENIZERS_PARALLELISM", RAY_MODE_ENV)}
+    passed = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "TOKENIZERS_PARALLELISM", RAY_MODE_ENV,
+              VERBOSE_ENV, *QUIET_ENV)
+    env_vars = {k: os.environ[k] for k in passed if k in os.environ}
     if attached:
         # Under `ray job submit`, Ray refuses a ray.init env var that the job's runtime_env
         # also sets: pass only the others (the job's values are in os.environ already).

@@ -1,6 +1,9 @@
-"""raykd's own progress lines (raykd/progress.py): formatting, throttling, the final line."""
+"""raykd's own progress lines (raykd/progress.py): formatting, throttling, the final line, and
+the quiet defaults of a job's process (raykd/runtime.py)."""
 
 from __future__ import annotations
+
+import logging
 
 import pytest
 
@@ -77,3 +80,48 @@ def test_a_failure_inside_prints_no_final_line():
 def test_verbose_reads_the_env(monkeypatch, value, expected):
     monkeypatch.setenv("RAYKD_VERBOSE", value)
     assert verbose() is expected
+
+
+def test_quiet_defaults_and_verbose(monkeypatch):
+    """Without RAYKD_VERBOSE a job's process quiets faiss's loader and the hub/transformers
+    bars (also for its Ray workers, through the env); `--verbose` sets RAYKD_VERBOSE and
+    leaves them alone."""
+    from raykd import runtime
+
+    for name in ("RAYKD_VERBOSE", *runtime.QUIET_ENV):  # set, then removed: restored after
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+    faiss_logger = logging.getLogger("faiss.loader")
+    monkeypatch.setattr(faiss_logger, "level", logging.NOTSET)
+    assert not verbose()
+    runtime.quiet_third_party()
+    assert faiss_logger.level == logging.WARNING
+    assert all(runtime.os.environ[k] == v for k, v in runtime.QUIET_ENV.items())
+
+    for name in runtime.QUIET_ENV:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(faiss_logger, "level", logging.NOTSET)
+    monkeypatch.setattr(runtime.logging, "basicConfig", lambda **kw: None)
+    runtime.setup_logging(verbose_flag=True)
+    assert verbose() and faiss_logger.level == logging.NOTSET
+    assert not any(k in runtime.os.environ for k in runtime.QUIET_ENV)
+
+
+def test_ray_data_progress_warning_is_filtered(monkeypatch):
+    """The warning Ray Data logs when its progress is off ("Progress bars disabled...") is
+    dropped; its other warnings pass."""
+    from raykd import runtime
+
+    monkeypatch.setenv("RAYKD_VERBOSE", "0")
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    monkeypatch.setattr(ctx, "enable_progress_bars", True)
+    monkeypatch.setattr(ctx, "print_on_execution_start", True)
+    runtime.quiet_ray_data()
+    assert not ctx.enable_progress_bars and not ctx.print_on_execution_start
+    log = logging.getLogger("ray.data._internal.progress")
+    keep = lambda msg: all(f.filter(log.makeRecord(log.name, logging.WARNING, "f", 1, msg,  # noqa: E731
+                                                   None, None)) for f in log.filters)
+    assert not keep("Progress bars disabled. To enable, set ...")
+    assert keep("something else went wrong")

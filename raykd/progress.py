@@ -96,10 +96,13 @@ class Progress:
         return text
 
     def update(self, n: int = 1) -> None:
-        """Add `n` done; print a line when `every` seconds passed since the last one."""
+        """Add `n` done; print a line when `every` seconds passed since the last one (not
+        once all is done: the final line says it)."""
         self.done += int(n)
+        if self.closed or (self.total is not None and self.done >= self.total):
+            return
         now = self.clock()
-        if now - self._last >= self.every and not self.closed:
+        if now - self._last >= self.every:
             self._last = now
             self.echo(self.line())
 

@@ -37,7 +37,7 @@ def offline_models() -> None:
 # MISSING key tables of a cut model).
 QUIET_ENV = {"HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error"}
 # Third-party loggers that speak at INFO about nothing a person needs.
-QUIET_LOGGERS = ("faiss.loader", "faiss")
+QUIET_LOGGERS = ("faiss.loader", "faiss", "mlflow.store.db.utils", "alembic")
 
 
 def setup_logging(level: int = logging.INFO, verbose_flag: bool = False) -> None:
@@ -80,25 +80,43 @@ def quiet_third_party() -> None:
         hf_logging.disable_progress_bar()
 
 
-class _DropMessages(logging.Filter):
-    def __init__(self, *starts: str) -> None:
+class _Drop(logging.Filter):
+    """Drops records below `below` and those whose message starts with one of `starts`."""
+
+    def __init__(self, *starts: str, below: int = 0) -> None:
         super().__init__()
-        self.starts = starts
+        self.starts, self.below = starts, below
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(self.starts)
+        return record.levelno >= self.below and not str(record.msg).startswith(self.starts)
 
 
-_RAY_DATA_FILTER = _DropMessages("Progress bars disabled",
-                                 "Progress will be logged because stdout")
+# logger -> what is dropped from it unless verbose (warnings and errors of these loggers pass,
+# but for the one that only says that Ray Data's progress is off).
+_QUIET_FILTERS = {
+    "ray.data._internal.progress": _Drop("Progress bars disabled",
+                                         "Progress will be logged because stdout"),
+    # "Starting execution of Dataset", "Execution plan", "execution finished in 0.5 seconds"
+    "ray.data._internal.execution.streaming_executor": _Drop(below=logging.WARNING),
+}
+
+
+def _ray_train_report_logger() -> str:
+    """Ray Train's "Reporting training result ..." logger, which is named by its file's path
+    (so LoggingConfig, which filters `ray.train.*`, misses it)."""
+    import ray
+
+    return os.path.join(os.path.dirname(ray.__file__), "train", "v2", "_internal",
+                        "execution", "context.py")
 
 
 def quiet_ray_data() -> None:
     """Ray Data without its progress (the 10 s status blocks when stdout is not a terminal,
-    the bars when it is, the warning that they are off) and without the per-dataset
-    "Starting execution / Execution plan" lines, in this process (the driver, where datasets
-    are built and executed). raykd's long steps print their own progress
-    (`raykd.progress.Progress`). A no-op when verbose."""
+    the bars when it is, the warning that they are off) and without its per-dataset INFO
+    lines ("Starting execution", "Execution plan", "execution finished"), in this process: the
+    driver builds and runs the datasets (the context it sets travels with them); Ray workers
+    run `quiet_worker`. raykd's long steps print their own progress (`raykd.progress`).
+    A no-op when verbose."""
     if verbose():
         return
     import ray.data
@@ -106,9 +124,35 @@ def quiet_ray_data() -> None:
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
-    progress_logger = logging.getLogger("ray.data._internal.progress")
-    if _RAY_DATA_FILTER not in progress_logger.filters:
-        progress_logger.addFilter(_RAY_DATA_FILTER)
+    for name, drop in _QUIET_FILTERS.items():
+        target = logging.getLogger(name)
+        if drop not in target.filters:
+            target.addFilter(drop)
+    logging.getLogger(_ray_train_report_logger()).setLevel(logging.WARNING)
+    # Ray Train's own default ingest options set it (DataConfig.default_ingest_options): not
+    # ours to act on.
+    import warnings
+
+    warnings.filterwarnings("ignore", message=r".*ExecutionOptions\.exclude_resources")
+
+
+def quiet_worker() -> None:
+    """Every Ray worker's start (init_ray's `worker_process_setup_hook`): the quiet defaults in
+    actors and tasks too (Ray Data's split coordinator, the model actors, Ray Train's workers),
+    whose output Ray forwards to the job's log. A no-op when verbose (RAYKD_VERBOSE travels in
+    the runtime env)."""
+    quiet_third_party()
+    quiet_ray_data()
+
+
+def train_logging() -> dict:
+    """`RunConfig` keywords that keep Ray Train's INFO lines (worker group started, process
+    group set up, checkpoint created, ...) out of a job's log unless verbose."""
+    try:
+        from ray.train import LoggingConfig
+    except ImportError:  # Ray Train v1
+        return {}
+    return {"logging_config": LoggingConfig(log_level="INFO" if verbose() else "WARNING")}
 
 
 def local_cpus() -> int:
@@ -116,6 +160,10 @@ def local_cpus() -> int:
     get scheduled next to a pool of one-CPU model actors (on a laptop the actors are the
     bottleneck, not the logical count)."""
     return max(4, 2 * (os.cpu_count() or 1))
+
+
+SETUP_HOOK = "worker_process_setup_hook"
+QUIET_WORKER = "raykd.runtime.quiet_worker"  # imported by name in each worker
 
 
 def init_ray(num_cpus: int | None = None):
@@ -143,12 +191,16 @@ def init_ray(num_cpus: int | None = None):
         job = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR") or "{}")
         taken = (job.get("runtime_env") or {}).get("env_vars") or {}
         env_vars = {k: v for k, v in env_vars.items() if k not in taken}
-        ray.init(runtime_env={"env_vars": env_vars} if env_vars else None, log_to_driver=True)
+        runtime_env = {"env_vars": env_vars} if env_vars else {}
+        if not (job.get("runtime_env") or {}).get(SETUP_HOOK):
+            runtime_env[SETUP_HOOK] = QUIET_WORKER
+        ray.init(runtime_env=runtime_env or None, log_to_driver=True)
     else:
         # address="local": never attach by accident to a cluster that `ray start` left on
         # this machine; connecting is what RAY_ADDRESS is for.
         ray.init(address="local", num_cpus=num_cpus or local_cpus(), include_dashboard=True,
-                 dashboard_host="127.0.0.1", runtime_env={"env_vars": env_vars})
+                 dashboard_host="127.0.0.1",
+                 runtime_env={"env_vars": env_vars, SETUP_HOOK: QUIET_WORKER})
     return ray
 
 

@@ -54,7 +54,17 @@ def test_lines_are_throttled_and_the_last_one_always_comes():
     progress.close()
     progress.close()                           # once
     assert lines[-1] == "[raykd] encoding corpus: 5184/5184 passages in 9m30s, 9.1/s"
-    assert len(lines) == 4
+    assert len(lines) == 3  # the last update reached the total: no interim line for it
+
+
+def test_no_progress_line_once_all_is_done_only_the_final_one():
+    clock, lines = Clock(), []
+    progress = Progress("teacher scoring", total=50, unit="groups", clock=clock,
+                        echo=lines.append)
+    clock.now += 49
+    progress.update(50)                        # all at once, late: no "50/50, ETA 0s" line
+    progress.close()
+    assert lines == ["[raykd] teacher scoring: 50/50 groups in 49s, 1.0/s"]
 
 
 def test_unknown_total_shows_count_and_rate_without_eta():
@@ -107,9 +117,16 @@ def test_quiet_defaults_and_verbose(monkeypatch):
     assert not any(k in runtime.os.environ for k in runtime.QUIET_ENV)
 
 
-def test_ray_data_progress_warning_is_filtered(monkeypatch):
-    """The warning Ray Data logs when its progress is off ("Progress bars disabled...") is
-    dropped; its other warnings pass."""
+def _passes(logger_name: str, level: int, msg: str) -> bool:
+    log = logging.getLogger(logger_name)
+    record = log.makeRecord(log.name, level, "f", 1, msg, None, None)
+    return all(f.filter(record) for f in log.filters)
+
+
+def test_ray_data_and_ray_train_chatter_is_filtered(monkeypatch):
+    """Ray Data's progress is off and so is its warning that it is ("Progress bars
+    disabled..."); its per-dataset INFO lines are dropped, its warnings pass; Ray Train logs
+    warnings only. With RAYKD_VERBOSE=1 Ray Train logs INFO again."""
     from raykd import runtime
 
     monkeypatch.setenv("RAYKD_VERBOSE", "0")
@@ -120,8 +137,12 @@ def test_ray_data_progress_warning_is_filtered(monkeypatch):
     monkeypatch.setattr(ctx, "print_on_execution_start", True)
     runtime.quiet_ray_data()
     assert not ctx.enable_progress_bars and not ctx.print_on_execution_start
-    log = logging.getLogger("ray.data._internal.progress")
-    keep = lambda msg: all(f.filter(log.makeRecord(log.name, logging.WARNING, "f", 1, msg,  # noqa: E731
-                                                   None, None)) for f in log.filters)
-    assert not keep("Progress bars disabled. To enable, set ...")
-    assert keep("something else went wrong")
+    progress = "ray.data._internal.progress"
+    assert not _passes(progress, logging.WARNING, "Progress bars disabled. To enable, set ...")
+    assert _passes(progress, logging.WARNING, "something else went wrong")
+    executor = "ray.data._internal.execution.streaming_executor"
+    assert not _passes(executor, logging.INFO, "Dataset d execution finished in 0.49 seconds")
+    assert _passes(executor, logging.WARNING, "an operator is backpressured for ever")
+    assert runtime.train_logging()["logging_config"].log_level == "WARNING"
+    monkeypatch.setenv("RAYKD_VERBOSE", "1")
+    assert runtime.train_logging()["logging_config"].log_level == "INFO"

@@ -23,7 +23,7 @@ from raykd.config import Recipe, load_recipe
 from raykd.data.beir import BeirDataset
 from raykd.errors import ConfigError, DataError, one_line_errors
 from raykd.recipes import require_file
-from raykd.runtime import init_ray, job_storage, setup_logging
+from raykd.runtime import add_verbose_argument, init_ray, job_storage, setup_logging
 from raykd.storage import is_uri
 
 # Small budgets for smoke runs: a few steps, small lists, short passages, dev-only evaluation.
@@ -58,6 +58,7 @@ def parse_args(description: str, default_recipe: str, argv=None,
     parser.add_argument("--storage", default=None, help="output root (default: recipe storage)")
     parser.add_argument("--print-recipe", action="store_true",
                         help="print the resolved recipe and exit")
+    add_verbose_argument(parser)
     parser.add_argument("overrides", nargs="*", help="dotted field=value overrides")
     return parser.parse_args(argv)
 
@@ -80,7 +81,7 @@ def resolve(args: argparse.Namespace) -> Recipe:
 def run_job(description: str, default_recipe: str, argv=None, prog: str | None = None) -> dict:
     """Parse, validate (before any work), run the recipe, print a summary."""
     args = parse_args(description, default_recipe, argv, prog)
-    setup_logging()
+    setup_logging(verbose_flag=args.verbose)
     with one_line_errors():  # before any work
         args.recipe = str(require_file(args.recipe, "recipe", "--recipe"))
         recipe = resolve(args)

@@ -14,9 +14,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _run(*args: str) -> subprocess.CompletedProcess:
+def _run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=300,
-                          cwd=ROOT, env=dict(os.environ))
+                          cwd=ROOT, env=dict(os.environ) if env is None else env)
 
 
 def _toy_with_unknown_doc(toy_beir_dir: str, tmp_path: Path) -> Path:
@@ -71,3 +71,31 @@ def test_evaluate_bad_folder_or_split_is_one_line(toy_beir_dir, tmp_path, capsys
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("error: ") and message in line, line
     assert not (tmp_path / "o").exists()
+
+
+# What a job's default output must not show (Ray Data's status blocks and plans, faiss's
+# loader, transformers' bars) and what `--verbose` brings back (raykd/runtime.py).
+NOISE = ("logging_progress.py", "Execution plan of Dataset", "Starting execution of Dataset",
+         "Progress bars disabled", "faiss.loader", "Loading faiss", "Successfully loaded faiss",
+         "Loading weights")
+
+
+def test_evaluate_job_output_is_for_people_unless_verbose(toy_beir_dir, tiny_encoder_dir,
+                                                          tmp_path):
+    """Guards the quiet default (issue 16): a dense `jobs/evaluate.py` run, which encodes the
+    corpus on Ray Data and searches with faiss, prints raykd's own progress line and its
+    table, and none of the third-party noise; `--verbose` brings Ray Data's lines back."""
+    args = ["jobs/evaluate.py", "--model", tiny_encoder_dir, "--data", toy_beir_dir, "--split",
+            "test", "--k", "10", "--concurrency", "1", "--embedding-cache", ""]
+    env = {k: v for k, v in os.environ.items() if k != "RAYKD_VERBOSE"}
+    quiet = _run(*args, "--out", str(tmp_path / "quiet"), env=env)
+    output = quiet.stdout + quiet.stderr
+    assert quiet.returncode == 0, output
+    assert [n for n in NOISE if n in output] == [], output
+    assert "[raykd] encoding corpus: " in quiet.stdout and " passages in " in quiet.stdout
+    assert "nDCG@10" in quiet.stdout
+
+    loud = _run(*args, "--verbose", "--out", str(tmp_path / "loud"), env=env)
+    output = loud.stdout + loud.stderr
+    assert loud.returncode == 0, output
+    assert "logging_progress.py" in output and "Execution plan of Dataset" in output

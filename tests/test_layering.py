@@ -20,7 +20,7 @@ LAYERS = (
     ("negatives", "dark", "index"),
     ("students", "data", "tracking", "runtime"),
     # losses import torch only; config validates a loss by building it from their registry
-    ("config", "storage", "losses", "errors", "fingerprint", "datasets", "recipes"),
+    ("config", "storage", "losses", "errors", "fingerprint", "datasets", "recipes", "progress"),
 )
 PACKAGE = Path(__file__).resolve().parents[1] / "raykd"
 

@@ -24,7 +24,7 @@ from raykd.datasets import scifact_dir
 from raykd.errors import one_line_errors
 from raykd.eval.late_interaction import late_interaction_retrieval
 from raykd.eval.retrieval import bm25_retrieval, dense_retrieval, format_table
-from raykd.runtime import init_ray, setup_logging
+from raykd.runtime import add_verbose_argument, init_ray, setup_logging
 from raykd.students import resolve_model
 
 PROG = "raykd evaluate"
@@ -55,6 +55,7 @@ def parse_args(argv=None, prog: str = PROG) -> argparse.Namespace:
     p.add_argument("--embedding-cache", default="outputs/embedding_cache",
                    help="reuse corpus embeddings of the same model ('' to disable)")
     p.add_argument("--out", default=None, help="output folder (default: outputs/evaluate/<name>-<split>)")
+    add_verbose_argument(p)
     return p.parse_args(argv)
 
 
@@ -72,7 +73,7 @@ def main(argv=None, prog: str = PROG) -> dict:
     args = parse_args(argv, prog)
     if (args.similarity or args.mask_punctuation) and not args.late_interaction:
         raise SystemExit("error: --similarity and --mask-punctuation need --late-interaction")
-    setup_logging()
+    setup_logging(verbose_flag=args.verbose)
     dataset = load_dataset(args.data, args.split)
     start = time.perf_counter()
     if args.model == "bm25":

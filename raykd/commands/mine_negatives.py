@@ -23,7 +23,7 @@ from raykd.datasets import scifact_dir
 from raykd.errors import one_line_errors
 from raykd.negatives import SOURCES, mine_negatives
 from raykd.negatives.sampling import SAMPLINGS
-from raykd.runtime import init_ray, setup_logging
+from raykd.runtime import add_verbose_argument, init_ray, setup_logging
 
 PROG = "raykd mine-negatives"
 
@@ -54,13 +54,14 @@ def parse_args(argv=None, prog: str = PROG) -> argparse.Namespace:
     p.add_argument("--out", default=None,
                    help="a .jsonl[.gz]/.parquet file or a folder (default: "
                         "outputs/negatives/<data>-<split>-<source>.jsonl)")
+    add_verbose_argument(p)
     return p.parse_args(argv)
 
 
 @one_line_errors()
 def main(argv=None, prog: str = PROG):
     args = parse_args(argv, prog)
-    setup_logging()
+    setup_logging(verbose_flag=args.verbose)
     out = args.out or (f"outputs/negatives/{Path(args.data).name}-{args.split}-{args.negatives_from}"
                        + (".jsonl" if args.num_shards == 1 and not args.format else ""))
     if args.negatives_from != "bm25":

@@ -34,7 +34,7 @@ from raykd.eval.rerank import (
     resolve_teacher,
 )
 from raykd.eval.retrieval import format_table
-from raykd.runtime import init_ray, setup_logging
+from raykd.runtime import add_verbose_argument, init_ray, setup_logging
 
 PROG = "raykd rerank"
 
@@ -71,13 +71,14 @@ def parse_args(argv=None, prog: str = PROG) -> argparse.Namespace:
     p.add_argument("--groups-per-batch", type=int, default=8, help="queries per actor call")
     p.add_argument("--num-shards", type=int, default=4, help="scored shards (resume unit)")
     p.add_argument("--rel", type=int, default=1, help="minimum relevance grade")
+    add_verbose_argument(p)
     return p.parse_args(argv)
 
 
 @one_line_errors()
 def main(argv=None, prog: str = PROG):
     args = parse_args(argv, prog)
-    setup_logging()
+    setup_logging(verbose_flag=args.verbose)
     # Every option is checked before Ray or any model starts.
     spec = resolve_teacher(args.teacher, args.model, query_max_length=args.query_max_length,
                            passage_max_length=args.passage_max_length,

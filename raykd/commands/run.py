@@ -63,7 +63,8 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     methods = bundled_names("recipe")
     listing = "\n".join(method_rows())
     p = argparse.ArgumentParser(
-        prog=prog, usage=f"{prog} <method> [--quick] [--name N] [--print-recipe] [overrides...]",
+        prog=prog,
+        usage=f"{prog} <method> [--quick] [--name N] [--print-recipe] [--verbose] [overrides...]",
         description=describe(__doc__, PROG, prog), epilog=f"methods:\n{listing}",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("method", choices=methods, metavar="method", help=argparse.SUPPRESS)

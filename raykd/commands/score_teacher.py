@@ -30,7 +30,7 @@ from raykd.commands import describe
 from raykd.config import TeacherSpec, load_teacher_spec
 from raykd.errors import ConfigError, one_line_errors
 from raykd.recipes import require_file
-from raykd.runtime import init_ray, setup_logging
+from raykd.runtime import add_verbose_argument, init_ray, setup_logging
 from raykd.storage import is_uri
 from raykd.teachers.scoring import remote_fingerprint, score_candidate_groups
 
@@ -62,6 +62,7 @@ def parse_args(argv=None, prog: str = PROG) -> argparse.Namespace:
     p.add_argument("--overwrite", action="store_true",
                    help="discard an existing output made with other settings")
     p.add_argument("--temperature", type=float, default=1.0, help="for the diagnostics")
+    add_verbose_argument(p)
     return p.parse_args(argv)
 
 
@@ -115,7 +116,7 @@ def print_diagnostics(out_dir: Path, temperature: float) -> None:
 @one_line_errors()
 def main(argv=None, prog: str = PROG):
     args = parse_args(argv, prog)
-    setup_logging()
+    setup_logging(verbose_flag=args.verbose)
     spec = load_spec(args)
     check_inputs(args, spec)
     init_ray()

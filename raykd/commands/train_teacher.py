@@ -37,7 +37,7 @@ from raykd.eval.rerank import (
     resolve_teacher,
 )
 from raykd.eval.retrieval import format_table
-from raykd.runtime import init_ray, setup_logging
+from raykd.runtime import add_verbose_argument, init_ray, setup_logging
 from raykd.train.cross_encoder import (
     make_train_spec,
     mine_training_groups,
@@ -86,6 +86,7 @@ def parse_args(argv=None, prog: str = PROG) -> argparse.Namespace:
     p.add_argument("--cache", default=DEFAULT_SCORE_CACHE, help="score cache ('none' disables)")
     p.add_argument("--embedding-cache", default=DEFAULT_EMBEDDING_CACHE)
     p.add_argument("--concurrency", type=int, default=2, help="actors for encoding and scoring")
+    add_verbose_argument(p)
     return p.parse_args(argv)
 
 
@@ -122,7 +123,7 @@ def check_args(args):
 @one_line_errors()
 def main(argv=None, prog: str = PROG):
     args = parse_args(argv, prog)
-    setup_logging()
+    setup_logging(verbose_flag=args.verbose)
     spec, distill_teacher = check_args(args)
     dataset = BeirDataset.from_dir(args.data)
     dataset.qrels_path(args.split)

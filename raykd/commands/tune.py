@@ -47,7 +47,13 @@ import yaml
 from raykd.commands import describe
 from raykd.errors import ConfigError, one_line_errors
 from raykd.recipes import require_file
-from raykd.runtime import in_ray_working_dir, init_ray, job_storage, setup_logging
+from raykd.runtime import (
+    add_verbose_argument,
+    in_ray_working_dir,
+    init_ray,
+    job_storage,
+    setup_logging,
+)
 from raykd.tune.space import KINDS, parse_space
 from raykd.tune.sweep import SweepOptions, plan_sweep, run_sweep
 
@@ -94,6 +100,7 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     p.add_argument("--print-plan", action="store_true",
                    help="validate every trial, print the plan and exit (no Ray)")
     p.add_argument("items", nargs="*", help="field=<domain> dimensions and field=value overrides")
+    add_verbose_argument(p)
     return p
 
 
@@ -149,7 +156,7 @@ def options_from_args(args: argparse.Namespace) -> SweepOptions:
 @one_line_errors()
 def main(argv=None, prog: str = PROG) -> dict:
     args = build_parser(prog).parse_args(argv)
-    setup_logging()
+    setup_logging(verbose_flag=args.verbose)
     try:
         plan = plan_sweep(options_from_args(args))
     except (ConfigError, OSError) as err:

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from raykd.fingerprint import text_hash
+from raykd.progress import Progress
 from raykd.storage import atomic_path
 
 log = logging.getLogger(__name__)
@@ -173,6 +174,8 @@ def _encode_into(folder: Path, encoder: str, model_path: str, corpus_path, stude
     from raykd.data.ray_datasets import corpus_dataset
     from raykd.index.encode import encode_corpus
 
+    # Counted first (a cheap read pass): the progress lines' total, and the check below.
+    expected = corpus_dataset(corpus_path).count()
     encoded = encode_corpus(corpus_dataset(corpus_path), str(model_path),
                             concurrency=concurrency, num_gpus=num_gpus, batch_size=batch_size,
                             student_options=student_options)
@@ -180,9 +183,14 @@ def _encode_into(folder: Path, encoder: str, model_path: str, corpus_path, stude
         tmp.mkdir()
         count, dim = 0, None
         with open(tmp / "vectors.f32", "wb") as vec_out, open(tmp / "hashes.u64", "wb") as hash_out, \
-                open(tmp / "pids.json", "w") as pid_out:
+                open(tmp / "pids.json", "w") as pid_out, \
+                Progress("encoding corpus", total=expected, unit="passages") as progress:
             pid_out.write("[")
-            for batch in encoded.iter_batches(batch_size=4096, batch_format="numpy"):
+            # Block by block as the actors finish them (a few hundred passages each), so that
+            # the progress lines move; an empty block adds nothing.
+            for batch in encoded.iter_batches(batch_size=None, batch_format="numpy"):
+                if not len(batch["pid"]):
+                    continue
                 vectors = np.ascontiguousarray(batch["embedding"], dtype=np.float32)
                 if vectors.ndim != 2 or (dim is not None and vectors.shape[1] != dim):
                     raise RuntimeError(f"corpus encoding returned vectors of shape {vectors.shape}")
@@ -192,9 +200,9 @@ def _encode_into(folder: Path, encoder: str, model_path: str, corpus_path, stude
                 pids = [str(p) for p in batch["pid"].tolist()]
                 pid_out.write((", " if count else "") + ", ".join(json.dumps(p) for p in pids))
                 count += len(pids)
+                progress.update(len(pids))
             pid_out.write("]")
         # Every passage once: the read tasks reject duplicate ids, so equal counts mean a bijection.
-        expected = corpus_dataset(corpus_path).count()
         if count != expected:
             raise RuntimeError(f"corpus encoding returned {count} vectors for {expected} passages")
         dim = dim or 0

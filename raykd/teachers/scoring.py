@@ -30,6 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from raykd.errors import ScoreAlignmentError
+from raykd.progress import Progress
 from raykd.teachers.base import Teacher
 from raykd.teachers.cache import (
     ScoreCache,
@@ -434,9 +435,12 @@ def _run_pipeline(files, shards, num_shards, writers, expected, commit, report, 
         ds = ds.map_batches(keep_shards, fn_kwargs={"num_shards": num_shards, "shards": shards},
                             batch_format="pyarrow", zero_copy_batch=True)
     scored = score_dataset(ds, make_teacher, fingerprint, **score_kwargs)
+    progress = Progress("teacher scoring", total=sum(expected[s].groups for s in shards),
+                        unit="groups")
     for batch in scored.iter_batches(batch_size=None, batch_format="pyarrow"):
         if batch.num_rows == 0:
             continue
+        progress.update(batch.num_rows)
         for name in COUNTER_COLUMNS:
             total = pc.sum(batch.column(name)).as_py() or 0
             setattr(report, name, getattr(report, name) + int(total))
@@ -459,4 +463,5 @@ def _run_pipeline(files, shards, num_shards, writers, expected, commit, report, 
     if writers:
         lost = {s: expected[s].groups - w.rows for s, w in writers.items()}
         raise ScoreAlignmentError(f"the scorer lost groups: missing per shard {lost}")
+    progress.close()
 

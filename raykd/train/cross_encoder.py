@@ -45,6 +45,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from raykd.config import Spec, TeacherSpec
 from raykd.errors import ConfigError
+from raykd.runtime import train_logging
 from raykd.storage import is_uri
 
 log = logging.getLogger(__name__)
@@ -445,7 +446,8 @@ def train_cross_encoder(groups_path: str | os.PathLike, out_dir: str | os.PathLi
                              storage_path=storage if is_uri(storage)
                              else str(Path(storage).resolve()),
                              failure_config=FailureConfig(max_failures=0),
-                             checkpoint_config=CheckpointConfig(num_to_keep=1)),
+                             checkpoint_config=CheckpointConfig(num_to_keep=1),
+                             **train_logging()),
         datasets={"train": dataset},
         dataset_config=DataConfig(datasets_to_split="all", execution_options=ingest),
         torch_config=TorchConfig(backend="nccl" if spec.use_gpu else "gloo"),

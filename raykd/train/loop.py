@@ -18,6 +18,7 @@ import torch
 
 from raykd.config import Stage
 from raykd.losses import build_loss
+from raykd.progress import eta, format_duration
 from raykd.train.backends import make_backend
 from raykd.train.batching import collate_groups
 from raykd.train.online_teacher import build_online_teacher
@@ -118,6 +119,7 @@ def train_loop_per_worker(raw_config: dict) -> None:
     check_layout(scorer, online_teacher, world)
     shard = ray.train.get_dataset_shard("train")
     last_report = time.perf_counter()
+    started, start_step = last_report, state.step  # the ETA: steps of this run (a resume's own)
     queries_seen = 0
     window_losses: list[float] = []
     extra_metrics: dict[str, float] = {}
@@ -143,9 +145,13 @@ def train_loop_per_worker(raw_config: dict) -> None:
         if rank == 0:  # progress for whoever watches the job's log
             # To the process's real stdout: Ray Train's patched print would both tee it and
             # log it, and the job's log would show every line twice.
+            left = None if final else eta(state.step - start_step, cfg.total_steps - start_step,
+                                          time.perf_counter() - started)
             print(f"[raykd] {stage.name} step {state.step}/{cfg.total_steps} "
                   f"loss {metrics['loss']:.4f} lr {metrics['lr']:.2e} "
-                  f"{metrics['queries_per_s']:.1f} queries/s", file=sys.__stdout__, flush=True)
+                  f"{metrics['queries_per_s']:.1f} queries/s"
+                  + (f", ETA {format_duration(left)}" if left is not None else ""),
+                  file=sys.__stdout__, flush=True)
         if not checkpoint_now:
             ray.train.report(metrics)
         else:

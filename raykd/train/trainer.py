@@ -11,6 +11,7 @@ from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, Sc
 from ray.train.torch import TorchConfig, TorchTrainer
 
 from raykd.config import Stage
+from raykd.runtime import train_logging
 from raykd.train.loop import WorkerConfig, train_loop_per_worker
 
 
@@ -53,6 +54,7 @@ def make_trainer(worker: WorkerConfig, train_ds: ray.data.Dataset, stage: Stage,
             failure_config=FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
             callbacks=callbacks or [],
+            **train_logging(),
         ),
         datasets={"train": train_ds},
         dataset_config=DataConfig(datasets_to_split="all", execution_options=_ordered_ingest()),

@@ -11,7 +11,26 @@ from raykd.config import Stage
 from raykd.pipeline.context import RunContext, StageState
 from raykd.pipeline.files import GROUPS_FILE, plain_group
 from raykd.pipeline.steps.registry import register_step
+from raykd.progress import Progress
 from raykd.storage import atomic_path, cached_artifact
+
+
+def count_groups(candidates) -> int | None:
+    """The groups in a local parquet candidates file or folder, from the files' metadata (no
+    read); None for anything else (JSONL, a URI), where the progress lines show no ETA."""
+    import pyarrow.parquet as pq
+
+    from raykd.data.ray_datasets import file_format
+
+    path = Path(candidates)
+    files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+    files = [f for f in files if file_format(f) is not None]
+    if not files or any(file_format(f) != "parquet" or f.name.endswith(".gz") for f in files):
+        return None
+    try:
+        return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    except (OSError, ValueError):
+        return None
 
 
 def _enabled(stage: Stage) -> bool:
@@ -32,8 +51,17 @@ def dark_examples(ctx: RunContext, state: StageState) -> StageState:
         dataset = dark_examples_stage(groups_dataset(candidates), stage.dark,
                                       tokenizer_path=tokenizer, max_length=max_length,
                                       report=report)
+        progress = Progress("dark examples", total=count_groups(candidates), unit="groups",
+                            echo=ctx.echo)
+
+        def rows():
+            for row in dataset.iter_rows():
+                progress.update()
+                yield plain_group(row)
+
         with atomic_path(out / GROUPS_FILE) as tmp:
-            write_groups_parquet(tmp, (plain_group(row) for row in dataset.iter_rows()))
+            write_groups_parquet(tmp, rows())
+        progress.close()
         ctx.echo(f"[raykd] dark examples: {report.summary()}")
 
     out, _ = cached_artifact(ctx.candidates_root, "dark",

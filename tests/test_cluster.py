@@ -124,7 +124,7 @@ def ray_cluster():
             nodes = _get_json(f"{url}/api/v0/nodes")["data"]["result"]["result"]
             return sum(n["state"] == "ALIVE" for n in nodes) == 2 or None
 
-        _wait(two_nodes, 120, "the second node", logs / "worker.log")
+        _wait(two_nodes, 300, "the second node", logs / "worker.log")
         yield url
     finally:
         _stop(procs, temp_dir)

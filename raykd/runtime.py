@@ -47,6 +47,8 @@ def setup_logging(level: int = logging.INFO, verbose_flag: bool = False) -> None
         os.environ[VERBOSE_ENV] = "1"
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
+    if verbose():  # raykd's bookkeeping lines too (cache hits, index builds, shard commits)
+        logging.getLogger("raykd").setLevel(logging.DEBUG)
     quiet_third_party()
 
 

@@ -26,7 +26,7 @@ def corpus_index(model_path: str, corpus_path: str, *, student_options: dict | N
                                  cache_dir=cache_dir, concurrency=concurrency,
                                  num_gpus=num_gpus, batch_size=batch_size)
     index = store.index(index_kind)
-    log.info("indexed %d passages (%s)", len(index), index_kind)
+    log.debug("indexed %d passages (%s)", len(index), index_kind)
     return index
 
 

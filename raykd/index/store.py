@@ -148,7 +148,7 @@ def corpus_embeddings(model_path: str | os.PathLike, corpus_path: str | os.PathL
         raise ValueError("corpus_embeddings(load=False) needs a cache_dir to store into")
     folder = store_folder(cache_dir, encoder, corpus_path) if cache_dir else None
     if folder is not None and EmbeddingStore.exists(folder):
-        log.info("corpus embeddings from %s", folder)
+        log.debug("corpus embeddings from %s", folder)
         return (EmbeddingStore.load(folder) if load else None), folder
     start = time.perf_counter()
     if folder is None:

@@ -396,7 +396,7 @@ def score_candidate_groups(input_path, output_dir, make_teacher: MakeTeacher,
                                      "pairs": exp.pairs, "digest": f"{exp.digest:016x}"}
         write_manifest(fs, folder, manifest)
         report.shards_written += 1
-        log.info("committed shard %d/%d (%d groups, %d pairs)", shard + 1, num_shards,
+        log.debug("committed shard %d/%d (%d groups, %d pairs)", shard + 1, num_shards,
                  exp.groups, exp.pairs)
 
     write_manifest(fs, folder, manifest)

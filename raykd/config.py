@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from raykd.errors import ConfigError
+from raykd.recipes import require_file
 
 
 class Spec(BaseModel):
@@ -487,8 +488,6 @@ def dump_recipe(recipe: Recipe, path: str | os.PathLike) -> None:
 def teacher_mapping(value: str | Path, field: str = "teacher") -> dict:
     """The raw TeacherSpec mapping of a teacher file: a path, or a bundled spec's bare name
     (`bm25_minilm`, raykd/recipes/teachers/); a bare spec or one under a `teacher:` key."""
-    from raykd.recipes import require_file
-
     path = require_file(value, "teacher", field)
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))  # JSON is YAML

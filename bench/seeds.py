@@ -102,6 +102,20 @@ ROWS = [
         "jobs/corpus_kd.py", (TEACHER3, LABELS, "data.queries=labelled")),
     Row("cont-kd3", "stage 2 from the contrastive student: KL to BM25 + bi-encoder + MaxSim "
         "on labelled + 709 pseudo-queries", "jobs/corpus_kd.py", CONTINUE + (TEACHER3,)),
+    # Hard candidates: negatives sampled from the union's top 30 instead of its top 100, where
+    # unlabelled relevant passages (false negatives for InfoNCE) are common and the teacher's
+    # soft scores can tell them apart; the label-only control at the same depth beside it.
+    Row("contrastive-d30", "contrastive, negatives from the union top-30", "jobs/contrastive.py",
+        ALL + ("data.depth=30",)),
+    Row("kd3-d30", "KL + InfoNCE from BM25 + bi-encoder + MaxSim, labelled queries, negatives "
+        "from the union top-30", "jobs/corpus_kd.py",
+        (TEACHER3, LABELS, "data.queries=labelled", "data.depth=30")),
+    # Longer training: three passes over the labelled lists (264 steps), where soft targets may
+    # keep helping after the labels alone overfit; the label-only control at the same budget.
+    Row("contrastive-e3", "contrastive, 3 epochs", "jobs/contrastive.py",
+        ALL + ("train.epochs=3",)),
+    Row("kd3-e3", "KL + InfoNCE from BM25 + bi-encoder + MaxSim, labelled queries, 3 epochs",
+        "jobs/corpus_kd.py", (TEACHER3, LABELS, "data.queries=labelled", "train.epochs=3")),
     Row("kl-lifted", "KL on the labelled queries only, teacher lifted by the labels",
         "jobs/corpus_kd.py", ("data.queries=labelled",)),
     Row("ckl-all", "CKL (+ InfoNCE)", "jobs/ckl.py", ALL),

@@ -65,11 +65,13 @@ class _StudentBase(Spec):
     passage_max_length: int = Field(256, ge=2)
     trust_remote_code: bool = False
 
-    def _options(self, keys: tuple[str, ...]) -> dict:
-        """The set fields of `keys` as `from_pretrained` overrides (unset ones keep the
-        model's own); `trust_remote_code` only when the recipe turns it on."""
-        remote = {"trust_remote_code": True} if self.trust_remote_code else {}
-        return {**{k: getattr(self, k) for k in keys if getattr(self, k) is not None}, **remote}
+    def _options(self, keys: tuple[str, ...], flags: tuple[str, ...] = ()) -> dict:
+        """`from_pretrained` overrides: the fields of `keys` that are not None, the `flags`
+        the recipe set (unset ones keep the model's own), and `trust_remote_code` only when
+        the recipe turns it on."""
+        out = {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
+        out.update({k: getattr(self, k) for k in flags if k in self.model_fields_set})
+        return {**out, **({"trust_remote_code": True} if self.trust_remote_code else {})}
 
 
 class BiEncoderStudentSpec(_StudentBase):
@@ -98,14 +100,10 @@ class LateInteractionStudentSpec(_StudentBase):
     mask_punctuation: bool = False
 
     def options(self) -> dict:
-        """Keyword overrides for `LateInteractionEncoder.from_pretrained` (the two flags only
-        when the recipe set them)."""
-        flags = {k: getattr(self, k) for k in ("query_augmentation", "mask_punctuation")
-                 if k in self.model_fields_set}
-        options = self._options(("similarity", "projection_dim", "num_layers",
-                                 "query_max_length", "passage_max_length"))
-        remote = options.pop("trust_remote_code", None)
-        return {**options, **flags, **({"trust_remote_code": remote} if remote else {})}
+        """Keyword overrides for `LateInteractionEncoder.from_pretrained`."""
+        return self._options(("similarity", "projection_dim", "num_layers", "query_max_length",
+                              "passage_max_length"),
+                             flags=("query_augmentation", "mask_punctuation"))
 
 
 StudentSpec = Annotated[

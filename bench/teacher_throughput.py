@@ -139,13 +139,13 @@ def actor_pool(folder: Path, groups: list[dict], args, num_gpus: float):
     import pyarrow as pa
     import ray
 
-    from raykd.config import TeacherSpec
+    from raykd.config import teacher_spec
     from raykd.teachers.factory import build_teacher
     from raykd.teachers.scoring import score_dataset
 
-    spec = TeacherSpec(kind="cross_encoder", model=str(folder), batch_size=args.batch_size,
-                       query_max_length=args.query_max_length,
-                       passage_max_length=args.passage_max_length)
+    spec = teacher_spec(kind="cross_encoder", model=str(folder), batch_size=args.batch_size,
+                        query_max_length=args.query_max_length,
+                        passage_max_length=args.passage_max_length)
     per_block = args.groups_per_batch
     tables = [pa.Table.from_pylist(groups[i:i + per_block])
               for i in range(0, len(groups), per_block)]

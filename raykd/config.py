@@ -4,19 +4,27 @@ Recipes are YAML files validated into these objects; any field can be overridden
 `key=value` (`train.lr=2e-5`, `stages.0.loss.params.temperature=2`; bare `train.*`, `loss.*`,
 `teacher.*`, `data.*` and `dark.*` apply to every stage). An unknown or invalid field fails with
 a `ConfigError` that names it, before any work starts.
+
+Teacher and student specs are one class per `kind`, each with only its own fields, joined in a
+union discriminated by `kind` (`TeacherSpec`, `StudentSpec`): `k1` on a bi-encoder teacher is
+an error naming the field. An override of `kind` (`teacher.kind=bm25`) drops the fields the new
+kind lacks. Cache keys hash a spec through `spec_key`.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
+    TypeAdapter,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -33,74 +41,74 @@ class Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-STUDENT_ONLY = {
-    # fields that only one student kind understands, and the kind
-    "pooling": "bi_encoder", "scale": "bi_encoder", "shared": "bi_encoder",
-    "projection_dim": "late_interaction", "query_augmentation": "late_interaction",
-    "mask_punctuation": "late_interaction",
-}
+# ------------------------------------------------------------------ students and teachers
+#
+# One class per kind (module docstring). A mapping without `kind` is the default kind (student:
+# bi_encoder, teacher: ensemble). Code builds a spec with `student_spec(**fields)` or
+# `teacher_spec(**fields)`, never a class directly.
 
 
-class StudentSpec(Spec):
-    """The student: a bi-encoder (`raykd.students.BiEncoder`) or a late-interaction model
-    (`raykd.students.late_interaction.LateInteractionEncoder`, similarity cosine or l2)."""
+def _default_kind(default: str) -> BeforeValidator:
+    """Fill `kind` in a mapping that leaves it out, before the union picks a class by it."""
+    def fill(value):
+        if isinstance(value, dict) and "kind" not in value:
+            return {"kind": default, **value}
+        return value
+    return BeforeValidator(fill)
 
+
+class _StudentBase(Spec):
+    kind: str
     model: str = "minilm"
-    kind: Literal["bi_encoder", "late_interaction"] = "bi_encoder"
-    pooling: Literal["mean", "cls"] | None = None
-    similarity: Literal["dot", "cosine", "l2"] | None = None
-    scale: float = Field(1.0, gt=0)
-    shared: bool = True
     num_layers: int | None = Field(None, ge=1)
     query_max_length: int = Field(64, ge=2)
     passage_max_length: int = Field(256, ge=2)
-    # late interaction only
+    trust_remote_code: bool = False
+
+    def _options(self, keys: tuple[str, ...], flags: tuple[str, ...] = ()) -> dict:
+        """`from_pretrained` overrides: the fields of `keys` that are not None, the `flags`
+        the recipe set (unset ones keep the model's own), and `trust_remote_code` only when
+        the recipe turns it on."""
+        out = {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
+        out.update({k: getattr(self, k) for k in flags if k in self.model_fields_set})
+        return {**out, **({"trust_remote_code": True} if self.trust_remote_code else {})}
+
+
+class BiEncoderStudentSpec(_StudentBase):
+    """A bi-encoder student (`raykd.students.BiEncoder`): one vector per text."""
+
+    kind: Literal["bi_encoder"]
+    pooling: Literal["mean", "cls"] | None = None
+    similarity: Literal["dot", "cosine"] | None = None
+    scale: float = Field(1.0, gt=0)
+    shared: bool = True
+
+    def options(self) -> dict:
+        """Keyword overrides for `BiEncoder.from_pretrained`."""
+        return self._options(("pooling", "similarity", "scale", "shared", "num_layers",
+                              "query_max_length", "passage_max_length"))
+
+
+class LateInteractionStudentSpec(_StudentBase):
+    """A late-interaction student (`raykd.students.late_interaction.LateInteractionEncoder`):
+    token vectors compared by MaxSim."""
+
+    kind: Literal["late_interaction"]
+    similarity: Literal["cosine", "l2"] | None = None
     projection_dim: int | None = Field(None, ge=1)
     query_augmentation: bool = False
     mask_punctuation: bool = False
-    trust_remote_code: bool = False
-
-    @field_validator("pooling", "scale", "shared", "projection_dim", "query_augmentation",
-                     "mask_punctuation")
-    @classmethod
-    def _kind_only(cls, value, info: ValidationInfo):
-        kind = info.data.get("kind", "bi_encoder")
-        owner = STUDENT_ONLY[info.field_name]
-        defaults = {"scale": 1.0, "shared": True, "query_augmentation": False,
-                    "mask_punctuation": False}
-        if kind != owner and value is not None and value != defaults.get(info.field_name):
-            raise ValueError(f"only a {owner} student has `{info.field_name}` "
-                             f"(this student is {kind})")
-        return value
-
-    @field_validator("similarity")
-    @classmethod
-    def _similarity_of_kind(cls, value, info: ValidationInfo):
-        allowed = {"bi_encoder": ("dot", "cosine"), "late_interaction": ("cosine", "l2")}
-        kind = info.data.get("kind", "bi_encoder")
-        if value is not None and value not in allowed[kind]:
-            raise ValueError(f"a {kind} student's similarity is one of {allowed[kind]}, "
-                             f"got {value!r}")
-        return value
 
     def options(self) -> dict:
-        """Keyword overrides for the student's `from_pretrained` (unset fields keep the
-        model's own); `trust_remote_code` only when the recipe turns it on."""
-        remote = {"trust_remote_code": True} if self.trust_remote_code else {}
-        if self.kind == "late_interaction":
-            keys = ("similarity", "projection_dim", "num_layers", "query_max_length",
-                    "passage_max_length")
-            flags = {k: getattr(self, k) for k in ("query_augmentation", "mask_punctuation")
-                     if k in self.model_fields_set}
-            return {**{k: getattr(self, k) for k in keys if getattr(self, k) is not None},
-                    **flags, **remote}
-        keys = ("pooling", "similarity", "scale", "shared", "num_layers", "query_max_length",
-                "passage_max_length")
-        return {**{k: getattr(self, k) for k in keys if getattr(self, k) is not None}, **remote}
+        """Keyword overrides for `LateInteractionEncoder.from_pretrained`."""
+        return self._options(("similarity", "projection_dim", "num_layers", "query_max_length",
+                              "passage_max_length"),
+                             flags=("query_augmentation", "mask_punctuation"))
 
 
-TeacherKind = Literal["cross_encoder", "bi_encoder", "late_interaction", "bm25", "ensemble",
-                      "precomputed", "collective"]
+StudentSpec = Annotated[
+    Annotated[BiEncoderStudentSpec | LateInteractionStudentSpec, Field(discriminator="kind")],
+    _default_kind("bi_encoder")]
 
 
 class PRFSpec(Spec):
@@ -122,60 +130,174 @@ class PRFSpec(Spec):
         return value
 
 
-class TeacherSpec(Spec):
-    """A teacher: its kind, model and the options that change its scores (all in the fingerprint)."""
+class _TeacherBase(Spec):
+    """A teacher: its kind and the options that change its scores (all in the fingerprint)."""
 
-    kind: TeacherKind = "ensemble"
-    model: str | None = None
+    kind: str
+    batch_size: int = Field(32, ge=1)  # pairs per scoring call
+
+    def parts(self) -> Iterator[TeacherSpec]:
+        """This spec and, for an ensemble, every member's parts (depth first)."""
+        yield self
+
+
+class _ModelTeacher(_TeacherBase):
+    """A teacher that loads a model (`minilm`, an HF id or a local folder)."""
+
+    model: str
     query_max_length: int = Field(64, ge=2)
     passage_max_length: int = Field(256, ge=2)
-    batch_size: int = Field(32, ge=1)
-    # cross_encoder: which logit column is the relevance score
-    label_index: int = Field(0, ge=0)
-    # bi_encoder / late_interaction / collective ('l2' is late interaction only)
+    trust_remote_code: bool = False
+
+
+class CrossEncoderTeacherSpec(_ModelTeacher):
+    kind: Literal["cross_encoder"]
+    label_index: int = Field(0, ge=0)  # which logit column is the relevance score
+
+
+class BiEncoderTeacherSpec(_ModelTeacher):
+    kind: Literal["bi_encoder"]
     pooling: Literal["mean", "cls"] | None = None
-    similarity: Literal["dot", "cosine", "l2"] | None = None
+    similarity: Literal["dot", "cosine"] | None = None
     scale: float = Field(1.0, gt=0)
+
+
+class _TokenTeacher(_ModelTeacher):
+    """Late interaction compares normalised token vectors: cosine or l2, never dot."""
+
+    similarity: Literal["cosine", "l2"] | None = None
     projection_dim: int | None = Field(None, ge=1)
     query_augmentation: bool = False
     mask_punctuation: bool = False
-    # collective: a late-interaction model whose queries are expanded by PRF
+
+
+class LateInteractionTeacherSpec(_TokenTeacher):
+    kind: Literal["late_interaction"]
+
+
+class CollectiveTeacherSpec(_TokenTeacher):
+    """A late-interaction model whose queries are expanded by PRF (CollectiveKD)."""
+
+    kind: Literal["collective"]
     prf: PRFSpec = Field(default_factory=PRFSpec)
-    # bm25
+
+
+class BM25TeacherSpec(_TeacherBase):
+    kind: Literal["bm25"]
     k1: float = Field(1.5, gt=0)
     b: float = Field(0.75, ge=0, le=1)
-    # ensemble
-    members: list[TeacherSpec] = Field(default_factory=list)
+
+
+class PrecomputedTeacherSpec(_TeacherBase):
+    kind: Literal["precomputed"]
+    path: str = Field(min_length=1)
+    format: Literal["hofstatter_text", "hofstatter_ids", "jsonl", "parquet"] | None = None
+
+
+class EnsembleTeacherSpec(_TeacherBase):
+    """Members' scores, normalised per query and summed with `weights` (default equal)."""
+
+    kind: Literal["ensemble"]
+    members: list[TeacherSpec] = Field(min_length=1)
     weights: list[float] | None = None
     normalization: Literal["zscore", "minmax", "rrf", "none"] = "zscore"
     rrf_k: int = Field(60, ge=1)
-    # precomputed
-    path: str | None = None
-    format: Literal["hofstatter_text", "hofstatter_ids", "jsonl", "parquet"] | None = None
-    trust_remote_code: bool = False
 
     @model_validator(mode="after")
-    def _check_kind(self) -> TeacherSpec:
-        if self.kind == "ensemble":
-            if not self.members:
-                raise ValueError("an ensemble teacher needs `members`")
-            if self.weights is not None and len(self.weights) != len(self.members):
-                raise ValueError(f"`weights` has {len(self.weights)} values for "
-                                 f"{len(self.members)} members")
-        if self.kind == "precomputed" and not self.path:
-            raise ValueError("a precomputed teacher needs `path`")
-        if (self.kind in ("cross_encoder", "bi_encoder", "late_interaction", "collective")
-                and not self.model):
-            raise ValueError(f"a {self.kind} teacher needs `model`")
+    def _a_weight_per_member(self) -> EnsembleTeacherSpec:
+        if self.weights is not None and len(self.weights) != len(self.members):
+            raise ValueError(f"`weights` has {len(self.weights)} values for "
+                             f"{len(self.members)} members")
         return self
 
-    @field_validator("similarity")
-    @classmethod
-    def _similarity_of_kind(cls, value, info: ValidationInfo):
-        if info.data.get("kind") in ("late_interaction", "collective") and value == "dot":
-            raise ValueError("late interaction compares normalised token vectors: use 'cosine' "
-                             "or 'l2'")
-        return value
+    def parts(self) -> Iterator[TeacherSpec]:
+        yield self
+        for member in self.members:
+            yield from member.parts()
+
+
+TEACHER_SPECS: dict[str, type[_TeacherBase]] = {
+    "cross_encoder": CrossEncoderTeacherSpec, "bi_encoder": BiEncoderTeacherSpec,
+    "late_interaction": LateInteractionTeacherSpec, "bm25": BM25TeacherSpec,
+    "ensemble": EnsembleTeacherSpec, "precomputed": PrecomputedTeacherSpec,
+    "collective": CollectiveTeacherSpec}
+STUDENT_SPECS: dict[str, type[_StudentBase]] = {
+    "bi_encoder": BiEncoderStudentSpec, "late_interaction": LateInteractionStudentSpec}
+
+TeacherSpec = Annotated[
+    Annotated[CrossEncoderTeacherSpec | BiEncoderTeacherSpec | LateInteractionTeacherSpec
+              | CollectiveTeacherSpec | BM25TeacherSpec | PrecomputedTeacherSpec
+              | EnsembleTeacherSpec, Field(discriminator="kind")],
+    _default_kind("ensemble")]
+EnsembleTeacherSpec.model_rebuild()
+
+_TEACHER_ADAPTER: TypeAdapter = TypeAdapter(TeacherSpec)
+_STUDENT_ADAPTER: TypeAdapter = TypeAdapter(StudentSpec)
+
+
+def teacher_spec(**fields) -> TeacherSpec:
+    """The teacher spec of `fields` (`teacher_spec(kind="bm25", k1=0.9)`); `kind` picks the
+    class (default ensemble). Raises pydantic's ValidationError on a bad field."""
+    return _TEACHER_ADAPTER.validate_python(fields)
+
+
+def student_spec(**fields) -> StudentSpec:
+    """The student spec of `fields` (default kind bi_encoder)."""
+    return _STUDENT_ADAPTER.validate_python(fields)
+
+
+# Every field of the one flat TeacherSpec / StudentSpec that held all kinds' options before
+# the split per kind, at its default. Cache keys (collective candidates and expansions, PROD's
+# confusing-query scores, the sweep's warm-up) hash a spec in that flat form (`spec_key`), so
+# what was cached before the split keeps its key. Frozen: a field added later is keyed by its
+# presence in the spec's own dump, as a new field always was.
+_FLAT_TEACHER = {
+    "kind": "ensemble", "model": None, "query_max_length": 64, "passage_max_length": 256,
+    "batch_size": 32, "label_index": 0, "pooling": None, "similarity": None, "scale": 1.0,
+    "projection_dim": None, "query_augmentation": False, "mask_punctuation": False,
+    "prf": {"docs": 3, "clusters": 24, "expansions": 10, "beta": 1.0, "neighbours": 10,
+            "iterations": 20},
+    "k1": 1.5, "b": 0.75, "members": [], "weights": None, "normalization": "zscore",
+    "rrf_k": 60, "path": None, "format": None, "trust_remote_code": False}
+_FLAT_STUDENT = {
+    "model": "minilm", "kind": "bi_encoder", "pooling": None, "similarity": None, "scale": 1.0,
+    "shared": True, "num_layers": None, "query_max_length": 64, "passage_max_length": 256,
+    "projection_dim": None, "query_augmentation": False, "mask_punctuation": False,
+    "trust_remote_code": False}
+
+
+def spec_key(spec: TeacherSpec | StudentSpec, exclude: Iterable[str] = ()) -> dict:
+    """What a cache key hashes of a teacher or student spec: its fields in the flat form of
+    `_FLAT_TEACHER` / `_FLAT_STUDENT` (ensemble members likewise), less top-level `exclude`."""
+    exclude = set(exclude)
+    flat = _FLAT_TEACHER if isinstance(spec, _TeacherBase) else _FLAT_STUDENT
+    own = spec.model_dump(mode="json", exclude=exclude)
+    if isinstance(spec, EnsembleTeacherSpec) and "members" in own:
+        own["members"] = [spec_key(member) for member in spec.members]
+    return {**{k: v for k, v in flat.items() if k not in exclude}, **own}
+
+
+def without_flat_defaults(raw: dict) -> dict:
+    """A recipe mapping dumped before the specs were split per kind (every kind's fields, the
+    other kinds' at their defaults) as the split specs read it: those defaults dropped. For a
+    run's saved recipe.yaml, so that a run started before the split still resumes."""
+    def spec(node, family: dict, flat: dict):
+        if not isinstance(node, dict) or node.get("kind") not in family:
+            return node
+        own = family[node["kind"]].model_fields
+        out = {k: v for k, v in node.items() if k in own or k not in flat or flat[k] != v}
+        if isinstance(out.get("members"), list):
+            out["members"] = [spec(m, TEACHER_SPECS, _FLAT_TEACHER) for m in out["members"]]
+        return out
+
+    raw = {**raw, "student": spec(raw.get("student"), STUDENT_SPECS, _FLAT_STUDENT)}
+    if raw["student"] is None:
+        del raw["student"]
+    if isinstance(raw.get("stages"), list):
+        raw["stages"] = [{**s, "teacher": spec(s["teacher"], TEACHER_SPECS, _FLAT_TEACHER)}
+                         if isinstance(s, dict) and "teacher" in s else s
+                         for s in raw["stages"]]
+    return raw
 
 
 class PseudoQuerySpec(Spec):
@@ -370,7 +492,7 @@ class Recipe(Spec):
 
     name: str
     method: str = "custom"
-    student: StudentSpec = Field(default_factory=StudentSpec)
+    student: StudentSpec = Field(default_factory=student_spec)
     stages: list[Stage]
     storage: str = "outputs"
     teacher_concurrency: int = Field(2, ge=1)  # actors scoring with the teacher / encoding
@@ -403,16 +525,51 @@ class Recipe(Spec):
 STAGE_SHORTCUTS = ("teacher", "data", "dark", "loss", "train", "eval")
 
 
-def _error_from_validation(err: ValidationError, source: str) -> ConfigError:
+def _spec_family(loc: tuple, i: int, root: str | None) -> dict | None:
+    """The spec classes by kind when `loc[i]` is a union's tag (the kind pydantic puts in the
+    path after `teacher`, `student` or a `members` index), else None."""
+    prev = loc[i - 1] if i else root
+    if prev == "teacher" or (isinstance(prev, int) and i >= 2 and loc[i - 2] == "members"):
+        family = TEACHER_SPECS
+    elif prev == "student":
+        family = STUDENT_SPECS
+    else:
+        return None
+    return family if loc[i] in family else None
+
+
+def _error_from_validation(err: ValidationError, source: str,
+                           root: str | None = None) -> ConfigError:
+    """One line for pydantic's first error: the field path (without the union tags; under
+    `root` for a spec validated alone) and what is wrong with it."""
     first = err.errors()[0]
-    field = ".".join(str(p) for p in first["loc"]) or "<root>"
+    loc, path, owner = first["loc"], [root] if root else [], None
+    for i, part in enumerate(loc):
+        family = _spec_family(loc, i, root)
+        if family is not None:
+            owner = (family, part, len(path))
+        else:
+            path.append(str(part))
+    field = ".".join(path) or "<root>"
     detail = first["msg"]
     if first["type"] == "value_error":
         detail = detail.removeprefix("Value error, ")
     elif first["type"] == "extra_forbidden":
         detail = "unknown field"
+        if owner is not None and owner[2] == len(path) - 1:  # a field of the tagged spec
+            family, kind, _ = owner
+            noun = "teacher" if family is TEACHER_SPECS else "student"
+            kinds = [k for k, cls in family.items() if path[-1] in cls.model_fields]
+            if kinds:
+                article = "an" if kinds[0][0] in "aeiou" else "a"
+                detail = (f"only {article} {' or '.join(kinds)} {noun} has `{path[-1]}` (this "
+                          f"{noun} is {kind})")
     elif first["type"] == "literal_error":
         detail = f"{detail} (got {first.get('input')!r})"
+    elif first["type"] == "union_tag_invalid":
+        field = f"{field}.kind" if field != "<root>" else "kind"
+        detail = f"Input should be one of {first['ctx']['expected_tags']} " \
+                 f"(got {first['ctx']['tag']!r})"
     more = f" (+{len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
     return ConfigError(field, f"{detail}{more} [{source}]")
 
@@ -456,7 +613,24 @@ def _set_path(node: Any, parts: list[str], value: Any, key: str) -> None:
             raise ConfigError(key, f"'{last}' is not an index of a {len(node)}-item list")
         node[int(last)] = value
     else:
+        if last == "kind":
+            _switch_kind(node, parts, value)
         node[last] = value
+
+
+def _switch_kind(node: dict, parts: list[str], kind: Any) -> None:
+    """`teacher.kind=bm25` on a spec of another kind: the fields the new kind lacks go (a
+    spec holds only its own kind's fields), the shared ones (model, lengths) stay."""
+    owner = parts[-2] if len(parts) >= 2 else None
+    if owner == "student":
+        family, default = STUDENT_SPECS, "bi_encoder"
+    elif owner == "teacher" or (len(parts) >= 3 and parts[-3] == "members"):
+        family, default = TEACHER_SPECS, "ensemble"
+    else:
+        return
+    if kind in family and node.get("kind", default) != kind:
+        for name in [k for k in node if k not in family[kind].model_fields]:
+            del node[name]
 
 
 def load_recipe(path: str | os.PathLike, overrides: list[str] | None = None) -> Recipe:
@@ -500,13 +674,16 @@ def teacher_mapping(value: str | Path, field: str = "teacher") -> dict:
     return raw
 
 
+def validate_teacher(raw: dict, source: str) -> TeacherSpec:
+    """A TeacherSpec from a raw mapping; a bad field is a ConfigError naming `teacher.<field>`
+    and `source`."""
+    try:
+        return _TEACHER_ADAPTER.validate_python(raw)
+    except ValidationError as err:
+        raise _error_from_validation(err, source, root="teacher") from None
+
+
 def load_teacher_spec(path: str | Path, **overrides) -> TeacherSpec:
     """A TeacherSpec from a YAML or JSON file (`teacher_mapping`), with top-level `overrides`
     (e.g. `batch_size`) applied before validation."""
-    raw = teacher_mapping(path)
-    try:
-        return TeacherSpec.model_validate({**raw, **overrides})
-    except ValidationError as err:
-        first = err.errors()[0]
-        where = ".".join(str(x) for x in first["loc"]) or "<root>"
-        raise ConfigError(f"teacher.{where}", f"{first['msg']} (in {path})") from None
+    return validate_teacher({**teacher_mapping(path), **overrides}, str(path))

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from raykd.config import PRFSpec, TeacherSpec, recipe_from_dict
+from raykd.config import PRFSpec, recipe_from_dict, teacher_spec
 from raykd.errors import ConfigError
 from raykd.index.late_interaction import TokenIndex
 from raykd.teachers.prf import (
@@ -180,7 +180,7 @@ def test_collective_teacher_adds_weighted_expansion_terms(tiny_encoder_dir, tmp_
     from raykd.train.online_teacher import build_online_teacher
 
     li, stage = _tiny_collective_stage(None, tiny_encoder_dir)
-    spec = TeacherSpec(**stage["teacher"])
+    spec = teacher_spec(**stage["teacher"])
     rng = np.random.default_rng(0)
     centroids = rng.standard_normal((2, 2, 32)).astype(np.float32)
     weights = np.array([[1.5, 0.5], [2.0, 0.0]], np.float32)

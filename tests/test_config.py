@@ -84,11 +84,139 @@ def test_structural_errors_name_the_problem():
         recipe_from_dict({"name": "r", "stages": [{"name": "a", "teacher": {"kind": "ensemble"}}]})
 
 
+TEACHER_KINDS = {
+    "cross_encoder": ({"model": "m"}, "CrossEncoderTeacherSpec"),
+    "bi_encoder": ({"model": "m"}, "BiEncoderTeacherSpec"),
+    "late_interaction": ({"model": "m"}, "LateInteractionTeacherSpec"),
+    "collective": ({"model": "m"}, "CollectiveTeacherSpec"),
+    "bm25": ({}, "BM25TeacherSpec"),
+    "precomputed": ({"path": "scores.tsv"}, "PrecomputedTeacherSpec"),
+    "ensemble": ({"members": [{"kind": "bm25"}]}, "EnsembleTeacherSpec"),
+}
+
+
+def _one_stage(teacher=None, student=None) -> dict:
+    stage = {"name": "a", "loss": {"name": "kl"}, **({"teacher": teacher} if teacher else {})}
+    return {"name": "r", "stages": [stage], **({"student": student} if student else {})}
+
+
+@pytest.mark.parametrize("kind", sorted(TEACHER_KINDS))
+def test_each_teacher_kind_parses_to_its_own_class(kind):
+    """Guards the discriminated union: `kind` picks the spec class, which holds only that
+    kind's fields (a bm25 spec has no `model`, an encoder spec no `k1`)."""
+    from raykd.config import TEACHER_SPECS
+
+    fields, name = TEACHER_KINDS[kind]
+    teacher = recipe_from_dict(_one_stage({"kind": kind, **fields})).stages[0].teacher
+    assert type(teacher).__name__ == name and type(teacher) is TEACHER_SPECS[kind]
+    assert teacher.kind == kind and teacher.model_dump()["kind"] == kind
+    assert ("k1" in type(teacher).model_fields) == (kind == "bm25")
+    assert ("members" in type(teacher).model_fields) == (kind == "ensemble")
+
+
+@pytest.mark.parametrize("teacher,student,field,hint", [
+    ({"kind": "bi_encoder", "model": "m", "k1": 0.9}, None, "stages.0.teacher.k1",
+     "only a bm25 teacher has `k1` (this teacher is bi_encoder)"),
+    ({"kind": "bm25", "members": [{"kind": "bm25"}]}, None, "stages.0.teacher.members",
+     "only an ensemble teacher has `members` (this teacher is bm25)"),
+    ({"members": [{"kind": "bm25"}, {"kind": "bi_encoder", "model": "m", "prf": {}}]}, None,
+     "stages.0.teacher.members.1.prf", "only a collective teacher has `prf`"),
+    ({"kind": "bm25", "similarity": "cosine"}, None, "stages.0.teacher.similarity",
+     "only a bi_encoder or late_interaction or collective teacher"),
+    ({"kind": "bm25", "colour": 1}, None, "stages.0.teacher.colour", "unknown field"),
+    ({"kind": "bm52"}, None, "stages.0.teacher.kind", "(got 'bm52')"),
+    ({"kind": "cross_encoder"}, None, "stages.0.teacher.model", "Field required"),
+    ({"kind": "collective", "model": "m", "similarity": "dot"}, None,
+     "stages.0.teacher.similarity", "'cosine' or 'l2' (got 'dot')"),
+    (None, {"kind": "late_interaction", "scale": 20.0}, "student.scale",
+     "only a bi_encoder student has `scale` (this student is late_interaction)"),
+    (None, {"kind": "bi_encoder", "projection_dim": 8}, "student.projection_dim",
+     "only a late_interaction student has `projection_dim`"),
+    (None, {"similarity": "l2"}, "student.similarity", "'dot' or 'cosine' (got 'l2')"),
+])
+def test_a_field_of_another_kind_fails_naming_it(teacher, student, field, hint):
+    """Guards the per-kind specs: a field the kind does not have (also inside an ensemble
+    member) is one ConfigError naming its path and the kinds that have it, not ignored."""
+    with pytest.raises(ConfigError) as err:
+        recipe_from_dict(_one_stage(teacher, student))
+    assert err.value.field == field
+    assert hint in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_default_kinds_and_nested_members_are_discriminated():
+    """Guards the defaults: a teacher without `kind` is an ensemble, a student without it a
+    bi-encoder; an ensemble's members are discriminated by their own kind."""
+    from raykd.config import (
+        BiEncoderStudentSpec,
+        BiEncoderTeacherSpec,
+        BM25TeacherSpec,
+        EnsembleTeacherSpec,
+        student_spec,
+        teacher_spec,
+    )
+
+    recipe = recipe_from_dict(_one_stage(
+        {"members": [{"kind": "bm25", "k1": 0.9},
+                     {"kind": "bi_encoder", "model": "minilm", "scale": 20.0}]},
+        {"model": "minilm", "scale": 20.0}))
+    teacher = recipe.stages[0].teacher
+    assert isinstance(teacher, EnsembleTeacherSpec)
+    assert [type(m) for m in teacher.members] == [BM25TeacherSpec, BiEncoderTeacherSpec]
+    assert teacher.members[0].k1 == 0.9 and teacher.members[1].scale == 20.0
+    assert isinstance(recipe.student, BiEncoderStudentSpec) and recipe.student.scale == 20.0
+    assert isinstance(recipe_from_dict(_one_stage()).student, BiEncoderStudentSpec)
+    assert [p.kind for p in teacher.parts()] == ["ensemble", "bm25", "bi_encoder"]
+    assert teacher_spec(members=[{"kind": "bm25"}]) == EnsembleTeacherSpec(
+        kind="ensemble", members=[BM25TeacherSpec(kind="bm25")])
+    assert student_spec().kind == "bi_encoder"
+
+
+def test_kind_overrides_switch_the_spec(tmp_path):
+    """Guards command-line kinds: `teacher.kind=bm25` on a referenced ensemble leaves a plain
+    bm25 teacher (the ensemble's fields go, as the old flat spec ignored them), a member's
+    kind and fields are overridden by index, and `student.kind` switches the student."""
+    path = tmp_path / "r.yaml"
+    path.write_text("name: r\nstages:\n  - {name: a, teacher: bm25_minilm, loss: {name: kl}}\n")
+    assert load_recipe(path, ["teacher.kind=bm25", "teacher.k1=1.2"]).stages[0].teacher \
+        .model_dump() == {"kind": "bm25", "batch_size": 32, "k1": 1.2, "b": 0.75}
+    member = load_recipe(path, ["teacher.members.1.model=other",
+                                "teacher.members.0.k1=1.1"]).stages[0].teacher.members
+    assert (member[0].k1, member[1].model) == (1.1, "other")
+    switched = load_recipe(path, ["teacher.members.1.kind=cross_encoder"]).stages[0].teacher
+    assert switched.members[1].kind == "cross_encoder" and switched.members[1].model == "minilm"
+    late = load_recipe(path, ["student.kind=late_interaction", "student.projection_dim=8"])
+    assert late.student.kind == "late_interaction" and late.student.projection_dim == 8
+    with pytest.raises(ConfigError) as err:
+        load_recipe(path, ["teacher.members.1.k1=2"])
+    assert err.value.field == "stages.0.teacher.members.1.k1"
+
+
+def test_cache_keys_of_specs_keep_their_flat_form():
+    """Guards the caches built before the specs were split per kind: `spec_key` is the flat
+    spec's dump (every kind's fields at their defaults), so the bundled teacher's key is the
+    one it always had; and a run's recipe.yaml saved in that flat form loads again."""
+    from raykd.config import load_teacher_spec, spec_key, without_flat_defaults
+    from raykd.fingerprint import stable_hash
+
+    spec = load_teacher_spec(RECIPES_DIR / "teachers" / "bm25_minilm.yaml")
+    assert stable_hash(spec_key(spec)) == "de0f5e75b4ee9f61"
+    assert stable_hash(spec_key(spec, exclude={"batch_size"})) == "d95c6b6018037763"
+    recipe = load_recipe(RECIPES_DIR / "adam.yaml")
+    assert stable_hash(spec_key(recipe.student)) == "72fc6c9051251ff5"
+    flat = recipe.model_dump(mode="json")
+    flat["student"] = spec_key(recipe.student)
+    flat["stages"][0]["teacher"] = spec_key(spec)
+    with pytest.raises(ConfigError, match="only a late_interaction student has `projection_dim`"):
+        recipe_from_dict(flat)
+    assert recipe_from_dict(without_flat_defaults(flat)) == recipe
+
+
 def test_a_teacher_is_referenced_by_name_or_file_not_pasted(tmp_path):
     """Guards shared teacher definitions: `teacher: <bundled name>` or a spec file's path
     resolves to the file's spec, a field override after it edits that spec, and a name that
     is no file fails naming the stage's field and the bundled names."""
-    from raykd.config import TeacherSpec, load_teacher_spec
+    from raykd.config import load_teacher_spec, teacher_spec
 
     bundled = load_teacher_spec(RECIPES_DIR / "teachers" / "bm25_minilm.yaml")
     assert bundled.kind == "ensemble" and [m.kind for m in bundled.members] == ["bm25",
@@ -100,7 +228,7 @@ def test_a_teacher_is_referenced_by_name_or_file_not_pasted(tmp_path):
     own = tmp_path / "mine.yaml"
     own.write_text("teacher: {kind: bm25, k1: 0.9}\n")
     recipe = load_recipe(path, [f"teacher={own}", "teacher.b=0.4"])
-    assert recipe.stages[0].teacher == TeacherSpec(kind="bm25", k1=0.9, b=0.4)
+    assert recipe.stages[0].teacher == teacher_spec(kind="bm25", k1=0.9, b=0.4)
 
     with pytest.raises(ConfigError) as err:
         load_recipe(path, ["teacher=no_such_teacher"])

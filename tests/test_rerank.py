@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from raykd.config import TeacherSpec
+from raykd.config import teacher_spec
 from raykd.data.beir import BeirDataset
 from raykd.data.groups import iter_groups
 from raykd.errors import ConfigError
@@ -46,7 +46,7 @@ def test_bm25_rerank_metrics_equal_hand_computed_scores(bm25_rerank):
 
     dataset, result, _, work = bm25_rerank
     groups = list(iter_groups(result.info["candidates"]))
-    teacher = build_teacher(TeacherSpec(kind="bm25"), str(dataset.root))
+    teacher = build_teacher(teacher_spec(kind="bm25"), str(dataset.root))
     hand = {}
     for g in groups:
         scores = teacher.score([g["query"]] * len(g["texts"]), g["texts"])

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from raykd.config import StudentSpec, TeacherSpec
+from raykd.config import student_spec, teacher_spec
 from raykd.errors import DataError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,8 +65,8 @@ def test_no_model_loader_hardcodes_trust_remote_code():
 
 
 def test_recipe_specs_default_to_no_remote_code():
-    assert StudentSpec().trust_remote_code is False
-    assert TeacherSpec(kind="cross_encoder", model="minilm").trust_remote_code is False
+    assert student_spec().trust_remote_code is False
+    assert teacher_spec(kind="cross_encoder", model="minilm").trust_remote_code is False
 
 
 EVIL_CONFIG = '''
@@ -110,7 +110,7 @@ def _loaders(path: str, trust: bool):
     yield "LateInteractionEncoder", lambda: LateInteractionEncoder.from_pretrained(
         path, trust_remote_code=trust)
     for kind in ("cross_encoder", "bi_encoder", "late_interaction"):
-        spec = TeacherSpec(kind=kind, model=path, trust_remote_code=trust)
+        spec = teacher_spec(kind=kind, model=path, trust_remote_code=trust)
         yield f"{kind} teacher", lambda spec=spec: build_teacher(spec)
 
 
@@ -312,9 +312,9 @@ def test_test_suite_mlflow_server_binds_to_localhost():
 def test_a_recipe_that_trusts_remote_code_passes_it_to_the_student_loader():
     """Guards the one opt-in: `student.trust_remote_code: true` reaches `from_pretrained`
     (and is absent, so False, otherwise)."""
-    from raykd.config import StudentSpec
+    from raykd.config import student_spec
 
-    assert "trust_remote_code" not in StudentSpec().options()
-    assert StudentSpec(trust_remote_code=True).options()["trust_remote_code"] is True
-    late = StudentSpec(kind="late_interaction", trust_remote_code=True)
+    assert "trust_remote_code" not in student_spec().options()
+    assert student_spec(trust_remote_code=True).options()["trust_remote_code"] is True
+    late = student_spec(kind="late_interaction", trust_remote_code=True)
     assert late.options()["trust_remote_code"] is True

@@ -35,14 +35,14 @@ def test_teacher_reads_store_and_scores_the_same(ray_local, toy_beir_dir, tiny_e
                                                  tmp_path):
     """Guards teacher-side reuse: with the corpus stored, a bi-encoder teacher (inside an
     ensemble too) encodes only queries and unseen texts, and its scores do not change."""
-    from raykd.config import TeacherSpec
+    from raykd.config import teacher_spec
     from raykd.teachers.factory import build_teacher
 
     corpus = Path(toy_beir_dir) / "corpus.jsonl"
     texts = _corpus_texts(toy_beir_dir)
-    member = TeacherSpec(kind="bi_encoder", model=tiny_encoder_dir, similarity="cosine",
-                         scale=20.0, passage_max_length=64, batch_size=4)
-    spec = TeacherSpec(kind="ensemble", members=[TeacherSpec(kind="bm25"), member])
+    member = teacher_spec(kind="bi_encoder", model=tiny_encoder_dir, similarity="cosine",
+                          scale=20.0, passage_max_length=64, batch_size=4)
+    spec = teacher_spec(kind="ensemble", members=[teacher_spec(kind="bm25"), member])
     (folder,) = encode_teacher_corpus(spec, corpus, tmp_path / "emb", concurrency=1)
     assert EmbeddingStore.exists(folder)
     assert len(EmbeddingStore.load(folder).pids) == len(texts)

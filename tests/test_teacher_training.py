@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from raykd.config import TeacherSpec
+from raykd.config import teacher_spec
 from raykd.data.beir import BeirDataset
 from raykd.data.groups import iter_groups
 from raykd.errors import ConfigError
@@ -37,7 +37,7 @@ def trained(ray_local, toy_beir_dir, tiny_encoder_dir, tmp_path_factory):
     groups_path = work / "groups.parquet"
     report, _ = mine_training_groups(dataset, "train", groups_path, source="bm25", depth=20,
                                      num_negatives=3, use_ray=False)
-    scored = score_training_groups(groups_path, work / "scores", TeacherSpec(kind="bm25"),
+    scored = score_training_groups(groups_path, work / "scores", teacher_spec(kind="bm25"),
                                    dataset, cache=str(work / "cache"), concurrency=1,
                                    num_shards=2)
     spec = make_train_spec(model=tiny_encoder_dir, max_steps=40, batch_size=4, lr=5e-3,

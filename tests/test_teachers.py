@@ -4,13 +4,12 @@ exactly what changes its scores."""
 from __future__ import annotations
 
 import shutil
-import typing
 
 import numpy as np
 import pytest
 import torch
 
-from raykd.config import TeacherKind, TeacherSpec
+from raykd.config import TEACHER_SPECS, teacher_spec
 from raykd.errors import ConfigError, DataError
 from raykd.teachers import (
     TEACHER_BUILDERS,
@@ -312,7 +311,7 @@ def test_precomputed_text_form_and_group_files(tmp_path):
     write_groups_jsonl(tmp_path / "g.jsonl", groups)
     write_groups_parquet(tmp_path / "g.parquet", groups)
     for name in ("g.jsonl", "g.parquet"):
-        t = build_teacher(TeacherSpec(kind="precomputed", path=str(tmp_path / name)))
+        t = build_teacher(teacher_spec(kind="precomputed", path=str(tmp_path / name)))
         np.testing.assert_array_equal(t.score_groups(groups)[0], [3.5, -1.25])
     with pytest.raises(ConfigError, match="format"):
         PrecomputedTeacher(text_path)  # .tsv is ambiguous without `format`
@@ -334,8 +333,8 @@ def test_precomputed_fingerprint_follows_the_file(tmp_path):
 def test_model_fingerprints_follow_weights_and_lengths(tmp_path, tiny_cross_encoder_dir):
     """Guards the score-cache key: the same spec twice gives one fingerprint; other weights or
     max lengths give another."""
-    spec = TeacherSpec(kind="cross_encoder", model=tiny_cross_encoder_dir, query_max_length=8,
-                       passage_max_length=16)
+    spec = teacher_spec(kind="cross_encoder", model=tiny_cross_encoder_dir, query_max_length=8,
+                        passage_max_length=16)
     a, b = build_teacher(spec), build_teacher(spec)
     assert a.fingerprint == b.fingerprint
     longer = spec.model_copy(update={"passage_max_length": 32})
@@ -357,18 +356,18 @@ def test_model_fingerprints_follow_weights_and_lengths(tmp_path, tiny_cross_enco
 def test_factory_registry_covers_every_kind_and_builds_recursively(tmp_path, tiny_encoder_dir):
     """Guards the registry (no if-chains) against a kind the config allows but nobody builds,
     a bm25 teacher without corpus statistics, and ensembles whose members are not built."""
-    assert set(TEACHER_BUILDERS) == set(typing.get_args(TeacherKind))
+    assert set(TEACHER_BUILDERS) == set(TEACHER_SPECS)
     with pytest.raises(ConfigError, match="scores in-batch during training"):
-        build_teacher(TeacherSpec(kind="collective", model=tiny_encoder_dir))
+        build_teacher(teacher_spec(kind="collective", model=tiny_encoder_dir))
     with pytest.raises(ConfigError, match="corpus_path"):
-        build_teacher(TeacherSpec(kind="bm25"))
+        build_teacher(teacher_spec(kind="bm25"))
 
     from raykd.data.beir import write_corpus
 
     write_corpus(tmp_path / "corpus.jsonl", [{"pid": p, "title": "", "text": t} for p, t in CORPUS])
-    spec = TeacherSpec(kind="ensemble", normalization="minmax", weights=[0.5, 0.5], members=[
-        TeacherSpec(kind="bm25"),
-        TeacherSpec(kind="bi_encoder", model=tiny_encoder_dir, similarity="cosine"),
+    spec = teacher_spec(kind="ensemble", normalization="minmax", weights=[0.5, 0.5], members=[
+        teacher_spec(kind="bm25"),
+        teacher_spec(kind="bi_encoder", model=tiny_encoder_dir, similarity="cosine"),
     ])
     teacher = build_teacher(spec, corpus_path=str(tmp_path / "corpus.jsonl"))
     assert [m.kind for m in teacher.members] == ["bm25", "bi_encoder"]
@@ -380,7 +379,7 @@ def test_factory_registry_covers_every_kind_and_builds_recursively(tmp_path, tin
 def test_factory_resolves_minilm_and_keeps_saved_options():
     """Guards `model: minilm` and that spec defaults do not override a folder's own pooling /
     normalisation (MiniLM is a mean-pooled, normalised sentence-transformers model)."""
-    teacher = build_teacher(TeacherSpec(kind="bi_encoder", model="minilm", batch_size=8))
+    teacher = build_teacher(teacher_spec(kind="bi_encoder", model="minilm", batch_size=8))
     assert teacher.options.pooling == "mean" and teacher.options.similarity == "cosine"
     assert teacher.describe()["model"] == "minilm"
     scores = teacher.score([QUERIES[0], QUERIES[0]], PASSAGES[:2])
@@ -393,15 +392,15 @@ def test_dense_fingerprints_are_stable_and_follow_lengths_and_options(tiny_encod
                                                                       extra):
     """Guards cache keys of the dense kinds: equal across constructions of one spec, different
     when a max length or a scoring option changes."""
-    spec = TeacherSpec(kind=kind, model=tiny_encoder_dir, query_max_length=8,
-                       passage_max_length=16, **extra)
+    spec = teacher_spec(kind=kind, model=tiny_encoder_dir, query_max_length=8,
+                        passage_max_length=16, **extra)
     first = build_teacher(spec)
     assert build_teacher(spec).fingerprint == first.fingerprint
     assert first.fingerprint.startswith(f"{kind}-")
     assert build_teacher(spec.model_copy(update={"query_max_length": 9})).fingerprint \
         != first.fingerprint
     other = {"bi_encoder": {"scale": 20.0}, "late_interaction": {"query_augmentation": True}}[kind]
-    changed = TeacherSpec(**{**spec.model_dump(exclude_unset=True), **other})
+    changed = teacher_spec(**{**spec.model_dump(exclude_unset=True), **other})
     assert build_teacher(changed).fingerprint != first.fingerprint
     queries, passages = _pairs()
     np.testing.assert_array_equal(build_teacher(spec).score(queries, passages),
@@ -417,11 +416,11 @@ def test_three_member_ensemble_with_a_maxsim_member_equals_the_formula(tmp_path,
     from raykd.teachers.ensemble import zscore
 
     write_corpus(tmp_path / "corpus.jsonl", [{"pid": p, "title": "", "text": t} for p, t in CORPUS])
-    members = [TeacherSpec(kind="bm25"),
-               TeacherSpec(kind="bi_encoder", model=tiny_encoder_dir, similarity="cosine"),
-               TeacherSpec(kind="late_interaction", model=tiny_encoder_dir, similarity="cosine")]
+    members = [teacher_spec(kind="bm25"),
+               teacher_spec(kind="bi_encoder", model=tiny_encoder_dir, similarity="cosine"),
+               teacher_spec(kind="late_interaction", model=tiny_encoder_dir, similarity="cosine")]
     weights = [0.5, 0.3, 0.2]
-    spec = TeacherSpec(kind="ensemble", normalization="zscore", weights=weights, members=members)
+    spec = teacher_spec(kind="ensemble", normalization="zscore", weights=weights, members=members)
     corpus = str(tmp_path / "corpus.jsonl")
     teacher = build_teacher(spec, corpus_path=corpus)
     assert [m.kind for m in teacher.members] == ["bm25", "bi_encoder", "late_interaction"]

@@ -24,10 +24,9 @@ import time
 from pathlib import Path
 
 import yaml
-from pydantic import ValidationError
 
 from raykd.commands import describe
-from raykd.config import TeacherSpec, load_teacher_spec
+from raykd.config import TeacherSpec, load_teacher_spec, validate_teacher
 from raykd.errors import ConfigError, one_line_errors
 from raykd.recipes import require_file
 from raykd.runtime import add_verbose_argument, init_ray, setup_logging
@@ -74,17 +73,12 @@ def load_spec(args) -> TeacherSpec:
     raw = {"kind": args.teacher_kind, **overrides}
     if args.teacher_model:
         raw["model"] = args.teacher_model
-    try:
-        return TeacherSpec.model_validate(raw)
-    except ValidationError as err:
-        first = err.errors()[0]
-        field = ".".join(str(x) for x in first["loc"]) or "<root>"
-        raise ConfigError(f"teacher.{field}", first["msg"]) from None
+    return validate_teacher(raw, "--teacher-kind")
 
 
 def needs_corpus(spec: TeacherSpec) -> bool:
     """Whether the teacher reads corpus statistics (BM25, also as an ensemble member)."""
-    return spec.kind == "bm25" or any(needs_corpus(m) for m in spec.members or [])
+    return any(part.kind == "bm25" for part in spec.parts())
 
 
 def check_inputs(args, spec: TeacherSpec) -> None:

@@ -13,7 +13,7 @@ The teacher learns on a dataset's train split. Training lists are 1 labelled pos
 autocast on GPU). `--distill-from` adds
 `--distill-weight` x KL(teacher || student) over the same lists, the teacher scored through the
 Ray Data scoring stage and its cache. Saves `<out>/model` (a HF folder that
-`TeacherSpec(kind="cross_encoder", model=...)` loads), `<out>/teacher.yaml` (that spec, with the
+`teacher_spec(kind="cross_encoder", model=...)` loads), `<out>/teacher.yaml` (that spec, with the
 trained lengths: pass it to `raykd rerank --teacher`) and `<out>/training.json`; then prints the
 metrics of re-ranking `--eval-split` (`none` skips it).
 """

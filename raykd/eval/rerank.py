@@ -31,7 +31,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from raykd.config import TeacherSpec, load_teacher_spec
+from raykd.config import TeacherSpec, load_teacher_spec, teacher_spec
 from raykd.data.beir import BeirDataset
 from raykd.errors import ConfigError
 from raykd.eval.metrics import evaluate_run, read_trec_run
@@ -61,21 +61,20 @@ def teacher_preset(name: str, model: str | None = None, *, query_max_length: int
     lengths = {"query_max_length": query_max_length, "passage_max_length": passage_max_length,
                "batch_size": batch_size}
     if name == "ensemble":
-        return TeacherSpec(kind="ensemble", normalization="zscore", members=[
-            TeacherSpec(kind="bm25"),
-            TeacherSpec(kind="bi_encoder", model=model or "minilm", **lengths)])
+        return teacher_spec(kind="ensemble", normalization="zscore", members=[
+            {"kind": "bm25"}, {"kind": "bi_encoder", "model": model or "minilm", **lengths}])
     if name == "bm25":
         if model:
             raise ConfigError("teacher.model", "a bm25 teacher takes no model")
-        return TeacherSpec(kind="bm25")
+        return teacher_spec(kind="bm25")
     if name == "bi_encoder":
-        return TeacherSpec(kind="bi_encoder", model=model or "minilm", **lengths)
+        return teacher_spec(kind="bi_encoder", model=model or "minilm", **lengths)
     if name == "cross_encoder":
         if not model:
             raise ConfigError("teacher.model", "a cross_encoder teacher needs a model "
                                                "(--model PATH: a HF folder, e.g. one written by "
                                                "raykd train-teacher)")
-        return TeacherSpec(kind="cross_encoder", model=model, **lengths)
+        return teacher_spec(kind="cross_encoder", model=model, **lengths)
     raise ConfigError("teacher", f"{name!r} is neither a preset {TEACHER_PRESETS}, an "
                                  "existing TeacherSpec YAML/JSON file nor a bundled one "
                                  f"({', '.join(bundled_names('teacher'))})")
@@ -99,7 +98,7 @@ def teacher_name(spec: TeacherSpec) -> str:
     """A short, readable name for output folders."""
     if spec.kind == "ensemble":
         return "ensemble-" + "+".join(teacher_name(m) for m in spec.members)
-    if spec.model:
+    if getattr(spec, "model", None):
         return f"{spec.kind}-{Path(spec.model.rstrip('/')).name}"
     return spec.kind
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from raykd.config import Stage, dump_recipe, recipe_from_dict
+from raykd.config import Stage, dump_recipe, recipe_from_dict, without_flat_defaults
 from raykd.errors import ConfigError
 from raykd.pipeline.context import SHARED_DIRS, RunContext
 from raykd.pipeline.files import STUDENT_DIR
@@ -101,7 +101,8 @@ class RecipeRunner(RunContext):
         if saved.exists():
             before = yaml.safe_load(saved.read_text())
             try:  # fields added since the run started compare at their defaults
-                before = recipe_from_dict(before).model_dump(mode="json")
+                before = recipe_from_dict(without_flat_defaults(before))
+                before = before.model_dump(mode="json")
             except ConfigError:
                 pass
             if before == current:

@@ -155,7 +155,4 @@ def encode_teacher_corpus(spec, corpus_path: str | os.PathLike, cache_dir: str |
 
 
 def _bi_encoder_specs(spec) -> Iterator:
-    if spec.kind == "bi_encoder":
-        yield spec
-    for member in spec.members:
-        yield from _bi_encoder_specs(member)
+    return (part for part in spec.parts() if part.kind == "bi_encoder")

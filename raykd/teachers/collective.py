@@ -16,7 +16,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from raykd.config import DataSpec, TeacherSpec
+from raykd.config import DataSpec, TeacherSpec, spec_key
 from raykd.errors import ConfigError
 from raykd.teachers.prf import Expansions, expand_queries
 
@@ -132,7 +132,7 @@ def expansions_key(spec: TeacherSpec, corpus_path, queries: Mapping[str, str]) -
     from raykd.students.bundled import resolve_model
 
     model = Path(resolve_model(spec.model))
-    teacher = spec.model_dump(mode="json", exclude={"batch_size"})
+    teacher = spec_key(spec, exclude={"batch_size"})
     return stable_hash({"teacher": teacher,
                         "weights": weights_sha256(model) if model.is_dir() else str(model),
                         "corpus": file_sha256(corpus_path),

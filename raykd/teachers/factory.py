@@ -58,10 +58,7 @@ def _late_interaction(spec: TeacherSpec, corpus_path: str | None) -> Teacher:
     from raykd.teachers.late_interaction import LateInteractionTeacher
 
     options = _if_set(spec, "projection_dim", "similarity", "query_augmentation",
-                      "mask_punctuation")
-    if options.get("similarity") == "dot":
-        raise ConfigError("teacher.similarity", "late interaction compares normalised token "
-                                                "vectors: use 'cosine' or 'l2'")
+                      "mask_punctuation")  # the spec allows cosine or l2 only
     return LateInteractionTeacher(spec.model, query_max_length=spec.query_max_length,
                                   passage_max_length=spec.passage_max_length,
                                   batch_size=spec.batch_size,

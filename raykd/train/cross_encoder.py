@@ -4,7 +4,7 @@ distillation term from another teacher.
 
     groups = mine_training_groups(dataset, "train", "outputs/teachers/x/candidates.parquet")
     result = train_cross_encoder(groups, "outputs/teachers/x", CrossEncoderTrainSpec(epochs=1))
-    TeacherSpec(kind="cross_encoder", model=result.model_dir)   # loads what was saved
+    teacher_spec(kind="cross_encoder", model=result.model_dir)   # loads what was saved
 
 Per query and step the list is one labelled positive (drawn per epoch, seeded by the query id,
 when a query has several) followed by its first `num_negatives` mined negatives; the model
@@ -43,7 +43,7 @@ import numpy as np
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
-from raykd.config import Spec, TeacherSpec
+from raykd.config import Spec, TeacherSpec, teacher_spec
 from raykd.errors import ConfigError
 from raykd.runtime import train_logging
 from raykd.storage import is_uri
@@ -462,9 +462,9 @@ def train_cross_encoder(groups_path: str | os.PathLike, out_dir: str | os.PathLi
         shutil.copytree(Path(ckpt) / MODEL_DIR, model_dir)
         trained = json.loads((Path(ckpt) / TRAINING_FILE).read_text())
     seconds = {"train": time.perf_counter() - t0}
-    teacher = TeacherSpec(kind="cross_encoder", model=str(model_dir),
-                          query_max_length=spec.query_max_length,
-                          passage_max_length=spec.passage_max_length)
+    teacher = teacher_spec(kind="cross_encoder", model=str(model_dir),
+                           query_max_length=spec.query_max_length,
+                           passage_max_length=spec.passage_max_length)
     spec_path = out / TEACHER_FILE
     spec_path.write_text(yaml.safe_dump(teacher.model_dump(mode="json", exclude_defaults=True),
                                         sort_keys=False))

@@ -29,7 +29,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from raykd.config import Recipe, dump_recipe, load_recipe
+from raykd.config import Recipe, dump_recipe, load_recipe, spec_key
 from raykd.errors import ConfigError
 from raykd.tune.space import (
     Dimension,
@@ -176,9 +176,9 @@ def warm_up(plan: SweepPlan, echo: Callable[[str], None] = print) -> dict:
     for values in plan.trials:
         recipe = _validate(o, values, "warm-up")
         stage = recipe.stages[0]
-        key = stable_hash({"student": recipe.student.model_dump(mode="json"),
-                           "loss": stage.loss.name,
-                           **stage.model_dump(mode="json", include={"data", "teacher", "dark"})})
+        key = stable_hash({"student": spec_key(recipe.student), "loss": stage.loss.name,
+                           **stage.model_dump(mode="json", include={"data", "dark"}),
+                           "teacher": spec_key(stage.teacher) if stage.teacher else None})
         if key in done:
             continue
         # The trials' own first step, untracked: they find its candidates, scores (and

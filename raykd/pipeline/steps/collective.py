@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from raykd.config import Stage
+from raykd.config import Stage, spec_key
 from raykd.data.beir import BeirDataset
 from raykd.errors import ConfigError
 from raykd.pipeline.context import RunContext, StageState, register_shared_dir
@@ -50,7 +50,7 @@ def teacher_candidates(ctx: RunContext, state: StageState) -> str:
     out, _ = cached_artifact(
         ctx.candidates_root, f"{data.split}-teacher",
         {"data": data.labelled_key(),
-         "teacher": stage.teacher.model_dump(mode="json", exclude={"batch_size"})},
+         "teacher": spec_key(stage.teacher, exclude={"batch_size"})},
         mine, marker=MINING_MARKER)
     return str(out)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from raykd.config import Stage
+from raykd.config import Stage, spec_key
 from raykd.data.beir import BeirDataset
 from raykd.errors import ConfigError
 from raykd.pipeline.context import RunContext, StageState
@@ -36,7 +36,7 @@ def confusing_candidates(ctx: RunContext, state: StageState) -> StageState:
     student_rankings = mine_rankings(
         "student", dataset.corpus_path, queries, 15, model=student_in,
         student_options=ctx.retrieval_options(stage), cache_dir=ctx.embedding_cache)
-    scored_dir = Path(candidates + "-teacher-" + stable_hash(stage.teacher.model_dump(mode="json")))
+    scored_dir = Path(candidates + "-teacher-" + stable_hash(spec_key(stage.teacher)))
     ctx.score(stage, candidates, scored_dir)
     groups = {g["qid"]: g for g in iter_scored(str(scored_dir))}
     teacher = {q: (g["pids"], g["teacher_scores"]) for q, g in groups.items()}

@@ -26,6 +26,7 @@ COMMANDS = {
     "mine-negatives": "mine_negatives",
     "train-teacher": "train_teacher",
     "tune": "tune",
+    "prepare-msmarco": "prepare_msmarco",
 }
 HERE = Path(__file__).resolve().parent
 

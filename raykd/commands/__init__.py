@@ -51,11 +51,12 @@ def rows(entries: dict[str, str], width: int) -> list[str]:
 
 
 def method_rows() -> list[str]:
-    """One entry per bundled recipe (the methods `raykd run` knows), with its summary."""
-    from raykd.recipes import bundled_names
+    """One entry per bundled recipe (the methods `raykd run` knows, then the families' recipes
+    such as `msmarco/prod`), with its summary."""
+    from raykd.recipes import recipe_names
     from raykd.recipes import summary as recipe_summary
 
-    methods = {name: recipe_summary(name) for name in bundled_names("recipe")}
+    methods = {name: recipe_summary(name) for name in recipe_names()}
     return rows(methods, max(len(n) for n in [*methods, *COMMANDS]) + 2)
 
 

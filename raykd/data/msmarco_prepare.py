@@ -43,8 +43,8 @@ import pyarrow.parquet as pq
 
 from raykd.data import beir, msmarco
 from raykd.data.groups import write_groups_parquet
-from raykd.data.parquet import write_parquet_rows
 from raykd.data.lines import iter_raw_lines, open_binary, split_columns
+from raykd.data.parquet import write_parquet_rows
 from raykd.data.skips import ErrorPolicy
 from raykd.data.teacher_scores import SCORE_COLUMNS, write_hofstatter
 from raykd.data.validation import (

@@ -326,7 +326,8 @@ def hub_ids(recipe) -> list[str]:
 
 
 def rayjob() -> dict:
-    return yaml.safe_load(RAYJOB.read_text())
+    (job,) = [d for d in yaml.safe_load_all(RAYJOB.read_text()) if d and d["kind"] == "RayJob"]
+    return job
 
 
 def test_the_msmarco_recipes_are_the_seed_methods_and_run_by_name():
@@ -390,8 +391,11 @@ def test_each_msmarco_recipe_fits_the_rayjob(name):
         assert stage.train.use_gpu and stage.train.precision == "bf16"
         assert stage.train.cpus_per_worker <= pod_cpus
     assert recipe.teacher_num_gpus <= per_pod
-    mounts = {m["mountPath"] for m in container["volumeMounts"]}
-    assert "/data" in mounts
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in group["template"]["spec"]["volumes"]}
+    claims = {d["metadata"]["name"] for d in yaml.safe_load_all(RAYJOB.read_text())
+              if d and d["kind"] == "PersistentVolumeClaim"}
+    assert volumes[mounts["/data"]]["persistentVolumeClaim"]["claimName"] in claims
     env = yaml.safe_load(job["spec"]["runtimeEnvYAML"])["env_vars"]
     assert f"msmarco/{env['RAYKD_RECIPE']}" in RECIPES
     assert name.split("/")[1] in job_header_recipes()

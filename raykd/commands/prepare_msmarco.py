@@ -1,4 +1,4 @@
-"""Turn the official MS MARCO passage files into a dataset and candidate groups for the recipes.
+"""MS MARCO files -> a BEIR folder, candidate groups and teacher scores for the recipes.
 
     raykd prepare-msmarco --raw msmarco/ --out /data/msmarco \\
         --run msmarco/run.bm25.train.tsv \\

@@ -1,4 +1,4 @@
-"""MS MARCO files -> a BEIR folder, candidate groups and teacher scores for the recipes.
+"""MS MARCO files -> a BEIR folder, candidate groups and teacher scores.
 
     raykd prepare-msmarco --raw msmarco/ --out /data/msmarco \\
         --run msmarco/run.bm25.train.tsv \\

@@ -519,8 +519,8 @@ class Preparer:
 
     def _scored_groups(self) -> Iterator[tuple[str, list[str], list[int]]]:
         """Groups of the pairs the score file scores, and `teacher/scores.tsv`: the sampled
-        rows, a positive's score the first one read for it (a repeated (qid, pid) with another
-        score is counted in `pos_score_disagreements`)."""
+        rows, a positive's score the first one read for it (a positive scored otherwise on
+        another kept line is counted, and the count printed)."""
         o = self.o
         columns = (*SCORE_COLUMNS, *msmarco.TRIPLE_COLUMNS["ids"])
         rows = ((line, r["qid"], r["pid_pos"], r["pid_neg"], (r["score_pos"], r["score_neg"]))
@@ -570,6 +570,10 @@ class Preparer:
             keep = None
             if o.max_passages is not None:
                 keep = self._referenced(sources)
+                if len(keep) > o.max_passages:
+                    self.echo(f"[raykd] corpus.jsonl: the kept queries and their candidates use "
+                              f"{len(keep)} passages, more than --max-passages "
+                              f"{o.max_passages}: all of them are kept")
             room = 0 if keep is None else max(o.max_passages - len(keep), 0)
             progress = Progress("corpus.jsonl", unit="passages", every=self.every,
                                 echo=self.echo)

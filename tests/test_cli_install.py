@@ -21,7 +21,7 @@ import pytest
 from raykd.cli import QUICK_OVERRIDES
 from raykd.commands import COMMANDS
 from raykd.config import load_recipe
-from raykd.recipes import bundled_names, bundled_path
+from raykd.recipes import bundled_names, bundled_path, family_names
 
 ROOT = Path(__file__).resolve().parents[1]
 PIP = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input"]
@@ -58,7 +58,7 @@ def _run(cmd: list[str], site: Path, cwd: Path) -> subprocess.CompletedProcess:
 def test_the_wheel_carries_the_recipes_and_the_entry_point(installed):
     wheel, _, _ = installed
     names = set(zipfile.ZipFile(wheel).namelist())
-    for method in bundled_names("recipe"):
+    for method in [*bundled_names("recipe"), *family_names()]:  # msmarco/prod too
         assert f"raykd/recipes/{method}.yaml" in names
     for kind, folder in (("space", "spaces"), ("teacher", "teachers")):
         for name in bundled_names(kind):

@@ -169,7 +169,9 @@ def test_kuberay_manifests_validate(name, doc):
 def test_rayjob_runs_adam_and_manifests_cover_the_kinds():
     docs = {doc["kind"]: doc for _, doc in manifests()}
     assert {"RayCluster", "RayJob", "Deployment", "Service"} <= set(docs)
-    assert docs["RayJob"]["spec"]["entrypoint"].startswith("python jobs/adam.py")
+    jobs = {doc["metadata"]["name"]: doc for _, doc in manifests() if doc["kind"] == "RayJob"}
+    assert jobs["raykd-adam"]["spec"]["entrypoint"].startswith("python jobs/adam.py")
+    assert "msmarco/$RAYKD_RECIPE" in jobs["raykd-msmarco"]["spec"]["entrypoint"]
 
 
 @pytest.mark.parametrize("mutate,why", [

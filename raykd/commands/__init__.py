@@ -26,6 +26,7 @@ COMMANDS = {
     "mine-negatives": "mine_negatives",
     "train-teacher": "train_teacher",
     "tune": "tune",
+    "prepare-msmarco": "prepare_msmarco",
 }
 HERE = Path(__file__).resolve().parent
 
@@ -50,12 +51,15 @@ def rows(entries: dict[str, str], width: int) -> list[str]:
 
 
 def method_rows() -> list[str]:
-    """One entry per bundled recipe (the methods `raykd run` knows), with its summary."""
-    from raykd.recipes import bundled_names
+    """One entry per bundled recipe (the methods `raykd run` knows, then the families' recipes
+    such as `msmarco/prod`, in a column of their own), with its summary."""
+    from raykd.recipes import bundled_names, family_names
     from raykd.recipes import summary as recipe_summary
 
     methods = {name: recipe_summary(name) for name in bundled_names("recipe")}
-    return rows(methods, max(len(n) for n in [*methods, *COMMANDS]) + 2)
+    out = rows(methods, max(len(n) for n in [*methods, *COMMANDS]) + 2)
+    family = {name: recipe_summary(name) for name in family_names()}
+    return out + (rows(family, max(map(len, family)) + 2) if family else [])
 
 
 def listing() -> str:

@@ -5,6 +5,7 @@
     raykd run ckl --print-recipe         # the resolved recipe, nothing run
     raykd run ckl train.lr=3e-5 name=ckl-lr3e-5
     raykd run ckl --recipe my_recipe.yaml
+    raykd run msmarco/margin_mse         # a paper's MS MARCO setting (raykd/recipes/msmarco/)
 
 `raykd run <method> --help` lists the options. The launchers `python jobs/<method>.py` run the
 same code.
@@ -17,7 +18,7 @@ import sys
 
 from raykd.cli import run_job
 from raykd.commands import describe, method_rows
-from raykd.recipes import bundled_names, bundled_path
+from raykd.recipes import bundled_path, recipe_names
 
 PROG = "raykd run"
 
@@ -60,7 +61,7 @@ def run_method(method: str, argv=None, prog: str | None = None) -> dict:
 
 
 def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
-    methods = bundled_names("recipe")
+    methods = recipe_names()
     listing = "\n".join(method_rows())
     p = argparse.ArgumentParser(
         prog=prog,

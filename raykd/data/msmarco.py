@@ -6,6 +6,9 @@
 - qrels: ``qid 0 pid rel`` (TREC style; tabs or spaces; the second column is not used).
 - triples: text ``query<TAB>pos<TAB>neg`` or ids ``qid<TAB>pid_pos<TAB>pid_neg``, read as
   ``{"query", "passage_pos", "passage_neg"}`` or ``{"qid", "pid_pos", "pid_neg"}``.
+- runs (a first-stage ranking, e.g. BM25 top-1000): ``msmarco`` ``qid<TAB>pid<TAB>rank``,
+  ``trec`` ``qid Q0 pid rank score tag``, or ``top1000`` ``qid<TAB>pid<TAB>query<TAB>passage``
+  (its rank is the order of the query's lines); read as ``(line, qid, pid, rank)``.
 
 Every file may be ``.gz``. Readers are generators except the small queries/qrels dicts.
 """
@@ -18,11 +21,13 @@ from raykd.data.lines import iter_raw_lines, open_binary, open_for_write, split_
 from raykd.data.skips import resolve_policy
 from raykd.data.validation import (
     BAD_VALUE,
+    MALFORMED,
     MISSING_FIELD,
     DuplicateChecker,
     check_known_id,
     check_tsv_value,
     data_error,
+    require_finite,
     require_id,
     require_int,
     require_text,
@@ -242,3 +247,61 @@ def write_triples(path, rows: Iterable[Mapping], form: str = "text") -> int:
             yield tuple(check_triple_values(dict(row), form, path, n)[c] for c in columns)
 
     return _write_tsv(path, cells(), columns)
+
+
+# ---------------------------------------------------------------- runs
+
+RUN_COLUMNS = {
+    "msmarco": ("qid", "pid", "rank"),
+    "trec": ("qid", "iteration", "pid", "rank", "score", "tag"),
+    "top1000": ("qid", "pid", "query", "passage"),
+}
+
+
+def run_format(path) -> str:
+    """``msmarco``, ``trec`` or ``top1000``, from the first line's column count."""
+    with open_binary(path) as fobj:
+        for line, raw in iter_raw_lines(fobj, path):
+            if raw.count(b"\t") == 3:
+                return "top1000"
+            n = len(raw.split())
+            for fmt in ("msmarco", "trec"):
+                if n == len(RUN_COLUMNS[fmt]):
+                    return fmt
+            raise data_error(path, line, None, f"not a run line: {n} columns, expected 3 "
+                             f"(qid pid rank), 6 (TREC) or 4 tab-separated (top1000)", MALFORMED)
+    raise data_error(path, None, None, "empty run file", MISSING_FIELD)
+
+
+def iter_run(path, fmt: str = "auto", on_error="raise", report=None
+             ) -> Iterator[tuple[int, str, str, int]]:
+    """``(line, qid, pid, rank)`` of every line of a run file (``fmt``: ``auto`` or one of
+    RUN_COLUMNS). Ranks are integers >= 1; ``top1000`` numbers each query's lines in order."""
+    fmt = run_format(path) if fmt == "auto" else fmt
+    if fmt not in RUN_COLUMNS:
+        raise ValueError(f"run format must be 'auto' or one of {tuple(RUN_COLUMNS)}, got {fmt!r}")
+    columns = RUN_COLUMNS[fmt]
+    policy = resolve_policy(on_error, report, path)
+    order: dict[str, int] = {}
+    with open_binary(path) as fobj:
+        for line, raw in iter_raw_lines(fobj, path):
+            try:
+                values = dict(zip(columns, split_columns(
+                    raw, path, line, columns, sep=b"\t" if fmt == "top1000" else None),
+                    strict=True))
+                qid = require_id(values["qid"], path, line, "qid")
+                pid = require_id(values["pid"], path, line, "pid")
+                if fmt == "top1000":
+                    rank = order[qid] = order.get(qid, 0) + 1
+                else:
+                    rank = require_int(values["rank"], path, line, "rank")
+                    if rank < 1:
+                        raise data_error(path, line, "rank", f"rank must be >= 1, got {rank}",
+                                         BAD_VALUE)
+                if fmt == "trec":
+                    require_finite(values["score"], path, line, "score", allow_str=True)
+            except DataError as err:
+                policy.handle(err)
+                continue
+            yield line, qid, pid, rank
+    policy.finish()

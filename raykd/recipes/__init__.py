@@ -1,11 +1,13 @@
 """The bundled recipes, package data: one recipe per method (`<method>.yaml`, the method jobs'
-defaults), sweep spaces (`spaces/`) and teacher specs (`teachers/`).
+defaults), sweep spaces (`spaces/`) and teacher specs (`teachers/`), and recipe families in
+folders of their own: `msmarco/` holds the seed papers' MS MARCO settings (`msmarco/prod`).
 
 They travel inside the package, so a checkout and an installed wheel find them alike. Each
 method recipe opens with a one-line `# ...` summary, which `raykd --help` shows.
 
 Where a command takes one of these files (`--recipe`, `--space`, `--teacher`), it takes a path
-or the bundled file's bare name (`ckl`, `ckl_scifact`, `bm25_contrastive`): `bundled_file`.
+or the bundled file's bare name (`ckl`, `ckl_scifact`, `bm25_contrastive`; a family's recipe
+as `msmarco/ckl`): `bundled_file`.
 """
 
 from __future__ import annotations
@@ -17,11 +19,23 @@ from raykd.errors import ConfigError
 RECIPES_DIR = Path(__file__).resolve().parent
 KINDS = {"recipe": RECIPES_DIR, "space": RECIPES_DIR / "spaces",
          "teacher": RECIPES_DIR / "teachers"}
+FAMILIES = ("msmarco",)  # folders of recipes: `raykd run msmarco/margin_mse`
 
 
 def bundled_names(kind: str = "recipe") -> list[str]:
     """The bare names of the bundled files of a kind (for recipes: the methods), sorted."""
     return sorted(p.stem for p in KINDS[kind].glob("*.yaml"))
+
+
+def family_names(family: str | None = None) -> list[str]:
+    """The recipes of one family (or of every family) as `family/name`, sorted."""
+    families = FAMILIES if family is None else (family,)
+    return sorted(f"{f}/{p.stem}" for f in families for p in (RECIPES_DIR / f).glob("*.yaml"))
+
+
+def recipe_names() -> list[str]:
+    """Every bundled recipe `raykd run` takes: the methods, then the families' recipes."""
+    return [*bundled_names("recipe"), *family_names()]
 
 
 def bundled_path(name: str, kind: str = "recipe") -> Path:
@@ -37,10 +51,12 @@ def bundled_file(value: str | Path, kind: str = "recipe") -> Path | None:
     path = Path(value)
     if path.is_file():
         return path
-    if len(path.parts) == 1:
+    family = kind == "recipe" and len(path.parts) == 2 and path.parts[0] in FAMILIES
+    if len(path.parts) == 1 or family:
         stem = path.name[:-5] if path.name.endswith(".yaml") else path.name
-        if bundled_path(stem, kind).is_file():
-            return bundled_path(stem, kind)
+        name = f"{path.parts[0]}/{stem}" if family else stem
+        if bundled_path(name, kind).is_file():
+            return bundled_path(name, kind)
     if not path.is_absolute() and (RECIPES_DIR.parents[1] / path).is_file():
         return RECIPES_DIR.parents[1] / path
     return None

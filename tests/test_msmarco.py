@@ -318,8 +318,9 @@ def header(name: str) -> str:
 def hub_ids(recipe) -> list[str]:
     ids = [recipe.student.model]
     for stage in recipe.stages:
-        if stage.teacher is not None and stage.teacher.model:
-            ids.append(stage.teacher.model)
+        for part in stage.teacher.parts() if stage.teacher is not None else ():
+            if getattr(part, "model", None):
+                ids.append(part.model)
         if stage.data.negatives_model:
             ids.append(stage.data.negatives_model)
     return ids

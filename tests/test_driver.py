@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +35,7 @@ def tiny_recipe(name, toy_beir_dir, tiny_encoder_dir, storage, stages=None, eval
 
 
 def test_recipe_run_lands_in_a_real_mlflow_server(ray_local, mlflow_server, toy_beir_dir,
-                                                  tiny_encoder_dir, tmp_path):
+                                                  tiny_encoder_dir, tmp_path, monkeypatch):
     """Guards tracking end to end: params, step metrics, eval metrics, lineage and a student
     that SentenceTransformer loads, all in one MLflow run (with a nested stage run)."""
     import mlflow.artifacts
@@ -74,10 +75,11 @@ def test_recipe_run_lands_in_a_real_mlflow_server(ray_local, mlflow_server, toy_
 
     plots = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
     assert plots == {"plots/loss_curve.png", "plots/teacher_vs_student.png"}
-    # the student is an MLflow model (sentence-transformers flavour): its model folder
-    model = mlflow.artifacts.download_artifacts(
-        f"runs:/{parent.info.run_id}/student", dst_path=str(tmp_path / "dl"),
-        tracking_uri=mlflow_server)
+    # the student is an MLflow model (sentence-transformers flavour): its model folder (MLflow
+    # reaches a model's mlflow-artifacts: location through the process-wide tracking URI)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    model = mlflow.artifacts.download_artifacts(f"runs:/{parent.info.run_id}/student",
+                                                dst_path=str(tmp_path / "dl"))
     local = str(Path(model) / "model.sentence_transformer")
     texts = ["cell mitosis", "bank interest rate"]
     st = SentenceTransformer(local, device="cpu").encode(texts)
@@ -125,7 +127,9 @@ def test_a_run_keeps_artefacts_and_its_student_model_on_the_mlflow_server(
                            tracking={"tracking_uri": mlflow_server, "experiment": "served"})
 
     out = tmp_path / "out"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)  # a user's, kept by the run
     summary = RecipeRunner(recipe(out)).run()
+    assert os.environ["MLFLOW_TRACKING_URI"] == mlflow_server
     client = MlflowClient(mlflow_server)
     experiment = client.get_experiment_by_name("served")
     assert experiment.artifact_location.startswith("mlflow-artifacts:")
@@ -143,7 +147,6 @@ def test_a_run_keeps_artefacts_and_its_student_model_on_the_mlflow_server(
     assert not list(out.rglob("MLmodel")) and not (out / "mlartifacts").exists()
 
     # the pyfunc model: strings in, float32 vectors out, the vectors raykd evaluates with
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
     model = mlflow.pyfunc.load_model(f"runs:/{run_id}/student")
     signature = model.metadata.signature
     assert signature.inputs.input_types() == [mlflow.types.DataType.string]

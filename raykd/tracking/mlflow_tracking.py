@@ -48,9 +48,9 @@ def resolve_tracking_uri(configured: str | None, storage: str) -> str:
 
         raise ConfigError("tracking.tracking_uri", (
             f"storage {storage!r} is a URI, and MLflow's run store cannot live there; set "
-            "MLFLOW_TRACKING_URI (or tracking.tracking_uri) to an MLflow server or database "
-            "every submission reaches (artefacts still go to <storage>/mlartifacts), or "
-            "tracking.enabled=false"))
+            "MLFLOW_TRACKING_URI (or tracking.tracking_uri) to an MLflow server (artefacts go "
+            "through it) or a database (artefacts go to <storage>/mlartifacts) every "
+            "submission reaches, or tracking.enabled=false"))
     root = Path(storage).resolve()
     root.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{root / 'mlflow.db'}"
@@ -245,7 +245,6 @@ class Tracker:
                 return model.model_id
             self._client.delete_logged_model(model.model_id)
         import mlflow.sentence_transformers
-        from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
         student = SentenceTransformer(str(folder), device="cpu",
                                       trust_remote_code=trust_remote_code)
@@ -255,8 +254,7 @@ class Tracker:
                                    outputs=Schema([TensorSpec(np.dtype("float32"), (-1, dim))]))
         model = self._client.create_logged_model(self.experiment_id, name=name,
                                                  source_run_id=self.run_id)
-        # Model.log reads the process-wide tracking URI: this tracker's, for the call only
-        with _use_tracking_uri(self.tracking_uri):
+        with _process_tracking_uri(self.tracking_uri):
             Model.log(artifact_path=None, name=name, flavor=mlflow.sentence_transformers,
                       run_id=self.run_id, model_id=model.model_id, model=student,
                       signature=signature, pip_requirements=_student_requirements())
@@ -286,6 +284,24 @@ class Tracker:
     def finish(self, status: str = "FINISHED") -> None:
         if self.enabled and self.run_id:
             self._client.set_terminated(self.run_id, status=status)
+
+
+@contextmanager
+def _process_tracking_uri(uri: str) -> Iterator[None]:
+    """`uri` as the process-wide tracking URI for the block (Model.log reads no other), then
+    the one before, MLFLOW_TRACKING_URI included: mlflow.set_tracking_uri sets that variable
+    and unsets it when given None."""
+    import mlflow
+    from mlflow.tracking._tracking_service import utils
+
+    before, env = utils._tracking_uri, os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(before)
+        if env is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = env
 
 
 def _student_requirements() -> list[str]:

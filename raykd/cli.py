@@ -111,7 +111,8 @@ def run_job(description: str, default_recipe: str, argv=None, prog: str | None =
     where = recipe.run_dir() if is_uri(recipe.storage) else Path(recipe.run_dir()).resolve()
     print(f"  results: {where}")
     if recipe.tracking.enabled:
-        print(f"  mlflow:  {tracking_uri(recipe)}")
+        model = summary.get("mlflow_model")
+        print(f"  mlflow:  {tracking_uri(recipe)}" + (f" (student: {model})" if model else ""))
     summary["wall_seconds"] = wall
     return summary
 

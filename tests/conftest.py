@@ -127,8 +127,19 @@ def toy_beir_dir(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory):
-    """A real `mlflow server` on 127.0.0.1 with a sqlite backend, for the whole session."""
+def mlflow_server_root(tmp_path_factory):
+    """The `mlflow_server`'s folder: `mlflow.db`, `server.log` and `artifacts/`, the store it
+    serves artefacts from (`--artifacts-destination`)."""
+    return tmp_path_factory.mktemp("mlflow_server")
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(mlflow_server_root):
+    """A real `mlflow server` on 127.0.0.1 with a sqlite backend, serving artefacts (proxied,
+    `mlflow-artifacts:`) from `mlflow_server_root / "artifacts"`, for the whole session.
+    Without MLflow 3's job runner (eight more processes, unused here); the server's whole
+    process group is ended afterwards, on failure too."""
+    import signal
     import socket
     import subprocess
     import sys
@@ -136,7 +147,7 @@ def mlflow_server(tmp_path_factory):
     import urllib.request
     from pathlib import Path
 
-    root = tmp_path_factory.mktemp("mlflow_server")
+    root = mlflow_server_root
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -145,20 +156,33 @@ def mlflow_server(tmp_path_factory):
         [str(mlflow_bin), "server", "--host", "127.0.0.1", "--port", str(port),
          "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
          "--artifacts-destination", str(root / "artifacts"), "--workers", "1"],
-        stdout=open(root / "server.log", "w"), stderr=subprocess.STDOUT)
+        stdout=open(root / "server.log", "w"), stderr=subprocess.STDOUT,
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+        start_new_session=True)
+
+    def stop() -> None:  # SIGTERM to the group, then SIGKILL to whatever of it is left
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(proc.pid, sig)
+                proc.wait(timeout=30)
+            except ProcessLookupError:
+                return
+            except subprocess.TimeoutExpired:
+                continue
+
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
+    deadline = time.time() + 300  # minutes on a loaded 2-core machine
     while time.time() < deadline:
         try:
             if urllib.request.urlopen(f"{url}/health", timeout=2).status == 200:
                 break
         except OSError:
             if proc.poll() is not None:
+                stop()
                 raise RuntimeError((root / "server.log").read_text()[-2000:]) from None
             time.sleep(1)
     else:
-        proc.kill()
-        raise RuntimeError("mlflow server did not start in 120 s")
+        stop()
+        raise RuntimeError("mlflow server did not start in 300 s")
     yield url
-    proc.terminate()
-    proc.wait(timeout=30)
+    stop()

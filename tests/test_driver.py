@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -33,9 +35,10 @@ def tiny_recipe(name, toy_beir_dir, tiny_encoder_dir, storage, stages=None, eval
 
 
 def test_recipe_run_lands_in_a_real_mlflow_server(ray_local, mlflow_server, toy_beir_dir,
-                                                  tiny_encoder_dir, tmp_path):
+                                                  tiny_encoder_dir, tmp_path, monkeypatch):
     """Guards tracking end to end: params, step metrics, eval metrics, lineage and a student
     that SentenceTransformer loads, all in one MLflow run (with a nested stage run)."""
+    import mlflow.artifacts
     from mlflow.tracking import MlflowClient
     from sentence_transformers import SentenceTransformer
 
@@ -72,7 +75,12 @@ def test_recipe_run_lands_in_a_real_mlflow_server(ray_local, mlflow_server, toy_
 
     plots = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
     assert plots == {"plots/loss_curve.png", "plots/teacher_vs_student.png"}
-    local = client.download_artifacts(parent.info.run_id, "student", str(tmp_path / "dl"))
+    # the student is an MLflow model (sentence-transformers flavour): its model folder (MLflow
+    # reaches a model's mlflow-artifacts: location through the process-wide tracking URI)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    model = mlflow.artifacts.download_artifacts(f"runs:/{parent.info.run_id}/student",
+                                                dst_path=str(tmp_path / "dl"))
+    local = str(Path(model) / "model.sentence_transformer")
     texts = ["cell mitosis", "bank interest rate"]
     st = SentenceTransformer(local, device="cpu").encode(texts)
     np.testing.assert_allclose(st, BiEncoder.from_pretrained(local).encode_passages(texts),
@@ -91,6 +99,104 @@ def test_recipe_run_lands_in_a_real_mlflow_server(ray_local, mlflow_server, toy_
     assert theirs.keys() == ours.keys() and len(ours) > 20
     for pair, score in ours.items():
         assert theirs[pair] == pytest.approx(score, abs=1e-4), pair
+
+
+def test_a_run_keeps_artefacts_and_its_student_model_on_the_mlflow_server(
+        ray_local, mlflow_server, mlflow_server_root, toy_beir_dir, tiny_encoder_dir, tmp_path,
+        monkeypatch, capsys):
+    """Guards MLflow on a tracking server: the artefacts and the student, an MLflow model with
+    its signature, are on the server's artefact store, not the job's disk; the model loads with
+    `mlflow.pyfunc` and encodes as raykd does; a rerun with the same recipe resumes the same
+    MLflow run, one with other params (from another storage) is refused in one line."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from raykd.errors import one_line_errors
+    from raykd.students import BiEncoder
+
+    def recipe(storage, lr=1e-3):
+        stage = tiny_recipe("served", toy_beir_dir, tiny_encoder_dir, storage
+                            ).stages[0].model_dump(mode="json")
+        stage["train"].update(max_steps=2, lr=lr)
+        stage["eval"] = {"split": None, "query_max_length": 32, "passage_max_length": 32}
+        return tiny_recipe("served", toy_beir_dir, tiny_encoder_dir, storage, stages=[stage],
+                           test_split=None,
+                           student={"model": tiny_encoder_dir, "pooling": "mean",
+                                    "similarity": "dot", "passage_max_length": 8,
+                                    "query_max_length": 8},
+                           tracking={"tracking_uri": mlflow_server, "experiment": "served"})
+
+    out = tmp_path / "out"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)  # a user's, kept by the run
+    summary = RecipeRunner(recipe(out)).run()
+    assert os.environ["MLFLOW_TRACKING_URI"] == mlflow_server
+    client = MlflowClient(mlflow_server)
+    experiment = client.get_experiment_by_name("served")
+    assert experiment.artifact_location.startswith("mlflow-artifacts:")
+    query = "tags.`raykd.run` = 'served' and tags.`raykd.stage` = ''"
+    (parent,) = client.search_runs([experiment.experiment_id], query)
+    run_id = parent.info.run_id
+    assert summary["mlflow_model"] == f"runs:/{run_id}/student"
+
+    # on the server's store, not under the job's storage
+    store = mlflow_server_root / "artifacts" / experiment.experiment_id
+    assert (store / run_id / "artifacts" / "recipe.yaml").exists()
+    assert (store / run_id / "artifacts" / "plots" / "loss_curve.png").exists()
+    (model_dir,) = [p.parent for p in store.glob("models/*/artifacts/MLmodel")]
+    assert (model_dir / "model.sentence_transformer" / "model.safetensors").exists()
+    assert not list(out.rglob("MLmodel")) and not (out / "mlartifacts").exists()
+
+    # the pyfunc model: strings in, float32 vectors out, the vectors raykd evaluates with
+    model = mlflow.pyfunc.load_model(f"runs:/{run_id}/student")
+    signature = model.metadata.signature
+    assert signature.inputs.input_types() == [mlflow.types.DataType.string]
+    assert signature.outputs.inputs[0].type == np.dtype("float32")
+    texts = ["cell mitosis division chromosome spindle nucleus cell mitosis division",
+             "bank interest rate inflation central money bank interest rate inflation"]
+    ours = BiEncoder.from_pretrained(summary["student"], query_max_length=32,
+                                     passage_max_length=32).encode_passages(texts)
+    theirs = np.asarray(model.predict(texts))
+    assert theirs.shape == ours.shape == (2, 32)
+    np.testing.assert_allclose(theirs, ours, atol=1e-5)
+
+    # the same recipe again: the same MLflow run, explicitly, and no second model
+    lines: list[str] = []
+    RecipeRunner(recipe(out), echo=lines.append).run()
+    assert any("already done" in line for line in lines)
+    (again,) = client.search_runs([experiment.experiment_id], query)
+    assert again.info.run_id == run_id and again.info.status == "FINISHED"
+    assert len(client.search_logged_models([experiment.experiment_id])) == 1
+
+    # other params under the name (from a fresh storage: only MLflow knows the name): refused
+    # in one line, before anything is written, the run and its params untouched
+    elsewhere = tmp_path / "elsewhere"
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as refused, one_line_errors():
+        RecipeRunner(recipe(elsewhere, lr=2e-3)).run()
+    assert refused.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: config field 'stages.0.train.lr': MLflow run " + run_id)
+    assert "'0.001'" in line and "'0.002'" in line and "new `name`" in line
+    assert not (elsewhere / "served" / "recipe.yaml").exists()
+    (after,) = client.search_runs([experiment.experiment_id], query)
+    assert after.data.params["stages.0.train.lr"] == "0.001"
+    assert after.info.status == "FINISHED"
+
+
+def test_a_server_experiment_with_local_artefacts_is_named_in_one_line(mlflow_server, tmp_path,
+                                                                        caplog):
+    """Guards experiments created before artefacts went through the server: a `file://`
+    location is kept (MLflow fixes it at creation) and said in one warning line."""
+    from mlflow.tracking import MlflowClient
+
+    from raykd.tracking import Tracker
+
+    MlflowClient(mlflow_server).create_experiment("legacy", (tmp_path / "arts").as_uri())
+    with caplog.at_level("WARNING", logger="raykd.tracking"):
+        Tracker("old", "legacy", mlflow_server).finish()
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert (tmp_path / "arts").as_uri() in warning and mlflow_server in warning
+    assert "\n" not in warning
 
 
 def _trec_scores(path) -> dict[tuple[str, str], float]:

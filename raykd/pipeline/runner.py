@@ -22,6 +22,7 @@ from raykd.config import Stage, dump_recipe, recipe_from_dict, without_flat_defa
 from raykd.errors import ConfigError
 from raykd.pipeline.context import SHARED_DIRS, RunContext
 from raykd.pipeline.files import STUDENT_DIR
+from raykd.pipeline.kinds import student_kind
 from raykd.pipeline.plots import log_loss_curve, log_score_scatter
 from raykd.pipeline.steps import complete_stage, prepare_stage
 from raykd.pipeline.steps.evaluate import evaluate
@@ -95,7 +96,9 @@ class RecipeRunner(RunContext):
     def _check_same_recipe(self) -> bool:
         """A rerun of a name resumes with the same recipe. With another recipe it is refused,
         unless the run trained nothing (no finished stage, no checkpoint): then its files are
-        discarded and it starts afresh (True), so a typo fixed costs no new name."""
+        discarded and it starts afresh (True), so a typo fixed costs no new name. The MLflow
+        run of the name is checked the same way when the tracker opens it (another storage,
+        the same server)."""
         saved = self.run_dir / RECIPE_FILE
         current = self.recipe.model_dump(mode="json")
         if saved.exists():
@@ -118,8 +121,7 @@ class RecipeRunner(RunContext):
                 self.storage.remove(f"{self.recipe.name}/{rel}")
             dump_recipe(self.recipe, saved)
             return True
-        dump_recipe(self.recipe, saved)
-        return False
+        return False  # `run` saves the recipe once MLflow has not refused the name
 
     def trained_anything(self) -> bool:
         """Whether a stage finished or a training checkpoint exists (on the storage itself)."""
@@ -132,15 +134,18 @@ class RecipeRunner(RunContext):
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._sync("pull")
         afresh = self._check_same_recipe()
-        self._sync("push")
         recipe = self.recipe
+        params = recipe.model_dump(mode="json")
         uri = (resolve_tracking_uri(recipe.tracking.tracking_uri, recipe.storage)
                if recipe.tracking.enabled else "")
         self.tracker = Tracker(recipe.name, recipe.tracking.experiment, uri,
                                enabled=recipe.tracking.enabled,
                                artifact_root=self.storage.uri("mlartifacts", query=False),
-                               afresh=afresh)
-        self.tracker.log_params(recipe.model_dump(mode="json"))
+                               afresh=afresh, params=params)
+        if not (self.run_dir / RECIPE_FILE).exists():
+            dump_recipe(recipe, self.run_dir / RECIPE_FILE)
+        self._sync("push")
+        self.tracker.log_params(params)
         dataset_dirs = {s.data.dataset_dir() for s in recipe.stages}
         self.tracker.set_tags({"raykd.git_commit": git_commit(), "raykd.method": recipe.method,
                                **{f"lineage.dataset.{Path(d).name}.{k}": v for d in dataset_dirs
@@ -188,15 +193,22 @@ class RecipeRunner(RunContext):
         return out
 
     def finish(self, student: str, results: list[StageResult], initial: dict) -> dict:
-        """Save the final student, evaluate it on the test split, write `results.json` (the
-        stages, the test metrics and, with `eval_initial`, the metrics before training)."""
+        """Save the final student, log it to MLflow (a bi-encoder as an MLflow model), evaluate
+        it on the test split, write `results.json` (the stages, the test metrics, with
+        `eval_initial` the metrics before training, and the student's MLflow model URI)."""
         recipe = self.recipe
         final_dir = self.run_dir / STUDENT_DIR
         if final_dir.exists():
             shutil.rmtree(final_dir)
         shutil.copytree(student, final_dir)
         set_serving_lengths(final_dir, **recipe.stages[-1].eval.student_options())
-        self.tracker.log_artifact(final_dir, STUDENT_DIR)
+        model_uri = None
+        if student_kind(recipe).bi_encoder:  # a sentence-transformers folder: an MLflow model
+            trust = recipe.student.options().get("trust_remote_code", False)
+            if self.tracker.log_student(final_dir, STUDENT_DIR, trust_remote_code=trust):
+                model_uri = f"runs:/{self.tracker.run_id}/{STUDENT_DIR}"
+        else:  # token vectors, no sentence-transformers model: the folder as files
+            self.tracker.log_artifact(final_dir, STUDENT_DIR)
         test_metrics = {}
         if recipe.test_split:
             last = recipe.stages[-1]
@@ -208,7 +220,7 @@ class RecipeRunner(RunContext):
         log_score_scatter(self, self.stages, str(final_dir))
         summary = dict(recipe=recipe.name, student=str(final_dir),
                        stages=[asdict(r) for r in results], test=test_metrics,
-                       initial=initial)
+                       initial=initial, mlflow_model=model_uri)
         (self.run_dir / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
         return summary
 

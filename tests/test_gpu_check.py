@@ -35,7 +35,7 @@ def test_without_cuda_it_refuses_in_one_line_with_exit_2(tmp_path):
     assert not (tmp_path / "x.json").exists()
 
 
-@pytest.mark.slow  # 294 s on the shared 2-core machine under load (3 Ray Train runs + scoring)
+@pytest.mark.slow  # 248-294 s on the shared 2-core machine under load (3 Ray Train runs + scoring)
 def test_cpu_smoke_runs_every_part_and_writes_the_json(tmp_path):
     """Guards the GPU check's CPU-reachable parts before a GPU is ever lent: ZeRO-2 and ZeRO-3
     training through the real Ray Train loop, the SIGKILL resume from the ZeRO-3 checkpoint

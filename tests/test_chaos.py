@@ -212,22 +212,6 @@ STUDENT = {"pooling": "mean", "similarity": "dot", "passage_max_length": 24,
            "query_max_length": 12}
 
 
-@pytest.fixture(scope="module")
-def deterministic_encoder(tmp_path_factory, minilm_path) -> str:
-    """A 2-layer, 32-wide random BERT without dropout: a resumed run can match exactly."""
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    torch.manual_seed(0)
-    tokenizer = AutoTokenizer.from_pretrained(minilm_path)
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
-                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=64,
-                        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    out = tmp_path_factory.mktemp("chaos_encoder")
-    BertModel(config).save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return str(out)
-
-
 def train_groups(n: int = 400, seed: int = 0) -> list[dict]:
     rng = random.Random(seed)
     out = []

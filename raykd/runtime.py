@@ -37,7 +37,8 @@ def offline_models() -> None:
 # MISSING key tables of a cut model).
 QUIET_ENV = {"HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error"}
 # Third-party loggers that speak at INFO about nothing a person needs.
-QUIET_LOGGERS = ("faiss.loader", "faiss", "mlflow.store.db.utils", "alembic")
+QUIET_LOGGERS = ("faiss.loader", "faiss", "mlflow.store.db.utils", "alembic",
+                 "sentence_transformers")
 
 
 def setup_logging(level: int = logging.INFO, verbose_flag: bool = False) -> None:

@@ -103,9 +103,12 @@ def test_quiet_defaults_and_verbose(monkeypatch):
         monkeypatch.delenv(name)
     faiss_logger = logging.getLogger("faiss.loader")
     monkeypatch.setattr(faiss_logger, "level", logging.NOTSET)
+    st_logger = logging.getLogger("sentence_transformers")  # its load/save lines (MLflow model)
+    monkeypatch.setattr(st_logger, "level", logging.NOTSET)
     assert not verbose()
     runtime.quiet_third_party()
     assert faiss_logger.level == logging.WARNING
+    assert st_logger.level == logging.WARNING
     assert all(runtime.os.environ[k] == v for k, v in runtime.QUIET_ENV.items())
 
     for name in runtime.QUIET_ENV:

@@ -68,6 +68,23 @@ def _tiny_bert(out, minilm_path, **config) -> str:
 
 
 @pytest.fixture(scope="session")
+def tiny_cross_encoder_dir(tmp_path_factory, minilm_path) -> str:
+    """A 2-layer, 32-wide BertForSequenceClassification (one logit) with MiniLM's tokenizer."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(1)
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=64, num_labels=1,
+                        max_position_embeddings=512)
+    out = tmp_path_factory.mktemp("tiny_cross_encoder")
+    BertForSequenceClassification(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return str(out)
+
+
+@pytest.fixture(scope="session")
 def tiny_encoder_dir(tmp_path_factory, minilm_path) -> str:
     """A 2-layer, 32-wide BERT with random weights and MiniLM's real tokenizer, saved as HF files."""
     return _tiny_bert(tmp_path_factory.mktemp("tiny_encoder"), minilm_path,

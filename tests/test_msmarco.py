@@ -427,23 +427,6 @@ def test_raykd_run_prints_an_msmarco_recipe_pointed_at_a_prepared_folder(prepare
 # ---------------------------------------------------------------- end to end, tiny models
 
 
-@pytest.fixture(scope="module")
-def tiny_cross_encoder(tmp_path_factory, minilm_path) -> str:
-    """A 2-layer, 32-wide BertForSequenceClassification (one logit) with MiniLM's tokenizer."""
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
-
-    torch.manual_seed(1)
-    tokenizer = AutoTokenizer.from_pretrained(minilm_path)
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
-                        num_attention_heads=2, intermediate_size=64, num_labels=1,
-                        max_position_embeddings=512)
-    out = tmp_path_factory.mktemp("tiny_msmarco_ce")
-    BertForSequenceClassification(config).save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return str(out)
-
-
 def tiny_overrides(recipe, prepared: Path, encoder: str, cross_encoder: str,
                    storage: Path) -> list[str]:
     """Overrides that swap every model for a tiny local one and shrink the budget (CPU, one
@@ -489,7 +472,7 @@ def tiny_overrides(recipe, prepared: Path, encoder: str, cross_encoder: str,
 @pytest.mark.slow
 @pytest.mark.parametrize("name", RECIPES)
 def test_each_msmarco_recipe_runs_end_to_end_on_the_prepared_fixture(
-        name, ray_local, prepared, tiny_encoder_dir, tiny_cross_encoder, tmp_path):
+        name, ray_local, prepared, tiny_encoder_dir, tiny_cross_encoder_dir, tmp_path):
     """Guards the recipes' wiring at MS MARCO's layout: each shipped recipe, its models swapped
     for tiny local ones and its budget for 2 steps a stage, reads the prepared folder (the
     candidate groups, the precomputed scores, mining over corpus.jsonl), trains every stage
@@ -498,7 +481,7 @@ def test_each_msmarco_recipe_runs_end_to_end_on_the_prepared_fixture(
 
     shipped = load_recipe(bundled_path(name))
     recipe = load_recipe(bundled_path(name), tiny_overrides(
-        shipped, prepared, tiny_encoder_dir, tiny_cross_encoder, tmp_path / "out"))
+        shipped, prepared, tiny_encoder_dir, tiny_cross_encoder_dir, tmp_path / "out"))
     summary = RecipeRunner(recipe, echo=quiet).run()
     assert [s["name"] for s in summary["stages"]] == [s.name for s in shipped.stages]
     assert all(s["steps"] == 2 for s in summary["stages"])

@@ -216,20 +216,34 @@ class EnsembleTeacherSpec(_TeacherBase):
             yield from member.parts()
 
 
+class CrossFitTeacherSpec(_TeacherBase):
+    """One teacher per query fold (`raykd.data.folds`): a query in fold i is scored by
+    `folds[i]`, the teacher trained without fold i (`data.holdout: {folds: n, fold: i}`)."""
+
+    kind: Literal["cross_fit"]
+    folds: list[TeacherSpec] = Field(min_length=2)
+
+    def parts(self) -> Iterator[TeacherSpec]:
+        yield self
+        for teacher in self.folds:
+            yield from teacher.parts()
+
+
 TEACHER_SPECS: dict[str, type[_TeacherBase]] = {
     "cross_encoder": CrossEncoderTeacherSpec, "bi_encoder": BiEncoderTeacherSpec,
     "late_interaction": LateInteractionTeacherSpec, "bm25": BM25TeacherSpec,
     "ensemble": EnsembleTeacherSpec, "precomputed": PrecomputedTeacherSpec,
-    "collective": CollectiveTeacherSpec}
+    "collective": CollectiveTeacherSpec, "cross_fit": CrossFitTeacherSpec}
 STUDENT_SPECS: dict[str, type[_StudentBase]] = {
     "bi_encoder": BiEncoderStudentSpec, "late_interaction": LateInteractionStudentSpec}
 
 TeacherSpec = Annotated[
     Annotated[CrossEncoderTeacherSpec | BiEncoderTeacherSpec | LateInteractionTeacherSpec
               | CollectiveTeacherSpec | BM25TeacherSpec | PrecomputedTeacherSpec
-              | EnsembleTeacherSpec, Field(discriminator="kind")],
+              | EnsembleTeacherSpec | CrossFitTeacherSpec, Field(discriminator="kind")],
     _default_kind("ensemble")]
 EnsembleTeacherSpec.model_rebuild()
+CrossFitTeacherSpec.model_rebuild()
 
 _TEACHER_ADAPTER: TypeAdapter = TypeAdapter(TeacherSpec)
 _STUDENT_ADAPTER: TypeAdapter = TypeAdapter(StudentSpec)
@@ -274,6 +288,8 @@ def spec_key(spec: TeacherSpec | StudentSpec, exclude: Iterable[str] = ()) -> di
     own = spec.model_dump(mode="json", exclude=exclude)
     if isinstance(spec, EnsembleTeacherSpec) and "members" in own:
         own["members"] = [spec_key(member) for member in spec.members]
+    if isinstance(spec, CrossFitTeacherSpec) and "folds" in own:
+        own["folds"] = [spec_key(teacher) for teacher in spec.folds]
     return {**{k: v for k, v in flat.items() if k not in exclude}, **own}
 
 
@@ -322,6 +338,22 @@ class PseudoQuerySpec(Spec):
         return self
 
 
+class HoldoutSpec(Spec):
+    """Leave one fold of the queries out (`raykd.data.folds`): the stage trains on the groups
+    whose query is outside `fold` of `folds`. A member trained so is the teacher of that fold
+    in a `cross_fit` teacher."""
+
+    folds: int = Field(ge=2)
+    fold: int = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _fold_in_range(self) -> HoldoutSpec:
+        if self.fold >= self.folds:
+            raise ValueError(f"fold {self.fold} does not exist among {self.folds} folds "
+                             f"(0 to {self.folds - 1})")
+        return self
+
+
 class DataSpec(Spec):
     """Which training candidates a stage sees."""
 
@@ -343,6 +375,7 @@ class DataSpec(Spec):
     # (their candidates from the same first stage, scored by the same teacher).
     queries: Literal["labelled", "corpus", "both"] = "labelled"
     pseudo: PseudoQuerySpec = Field(default_factory=PseudoQuerySpec)
+    holdout: HoldoutSpec | None = None  # train without one fold of the queries (cross-fitting)
 
     @model_validator(mode="after")
     def _pseudo_count(self) -> DataSpec:
@@ -355,8 +388,9 @@ class DataSpec(Spec):
         return self
 
     def labelled_key(self) -> dict:
-        """The settings that shape the labelled candidates (the query source excluded)."""
-        return self.model_dump(mode="json", exclude={"queries", "pseudo"})
+        """The settings that shape the labelled candidates (the query source excluded; a
+        holdout filters the mined groups afterwards, so the mining is shared)."""
+        return self.model_dump(mode="json", exclude={"queries", "pseudo", "holdout"})
 
     @field_validator("window")
     @classmethod

@@ -92,6 +92,8 @@ TEACHER_KINDS = {
     "bm25": ({}, "BM25TeacherSpec"),
     "precomputed": ({"path": "scores.tsv"}, "PrecomputedTeacherSpec"),
     "ensemble": ({"members": [{"kind": "bm25"}]}, "EnsembleTeacherSpec"),
+    "cross_fit": ({"folds": [{"kind": "bm25"}, {"kind": "bm25", "k1": 0.9}]},
+                  "CrossFitTeacherSpec"),
 }
 
 

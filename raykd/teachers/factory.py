@@ -85,6 +85,13 @@ def _ensemble(spec: TeacherSpec, corpus_path: str | None) -> Teacher:
                            rrf_k=spec.rrf_k)
 
 
+@register_teacher("cross_fit")
+def _cross_fit(spec: TeacherSpec, corpus_path: str | None) -> Teacher:
+    from raykd.teachers.cross_fit import CrossFitTeacher
+
+    return CrossFitTeacher([build_teacher(teacher, corpus_path) for teacher in spec.folds])
+
+
 @register_teacher("precomputed")
 def _precomputed(spec: TeacherSpec, corpus_path: str | None) -> Teacher:
     from raykd.teachers.precomputed import PrecomputedTeacher

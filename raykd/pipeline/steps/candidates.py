@@ -16,10 +16,10 @@ from pathlib import Path
 
 import yaml
 
-from raykd.config import Stage
+from raykd.config import HoldoutSpec, Stage
 from raykd.errors import ConfigError
 from raykd.pipeline.context import RunContext, StageState
-from raykd.pipeline.files import MINING_MARKER
+from raykd.pipeline.files import GROUPS_FILE, MINING_MARKER, iter_scored
 from raykd.pipeline.kinds import student_kind
 from raykd.pipeline.steps.registry import register_step
 from raykd.storage import atomic_path, cached_artifact
@@ -48,13 +48,40 @@ def register_query_source(name: str, *miners: QueryMiner) -> None:
 
 
 def candidates(ctx: RunContext, state: StageState) -> str:
-    """A candidate-group path: the stage's own, or mined by its source (cached)."""
+    """A candidate-group path: the stage's own, or mined by its source (cached); without the
+    held-out fold's queries when the stage has a `data.holdout`."""
     data = state.stage.data
     if data.candidates:
         if not Path(data.candidates).exists():
             raise ConfigError("data.candidates", f"{data.candidates} does not exist")
-        return str(Path(data.candidates).resolve())
-    return SOURCES[data.negatives_from](ctx, state)
+        path = str(Path(data.candidates).resolve())
+    else:
+        path = SOURCES[data.negatives_from](ctx, state)
+    return held_out_candidates(ctx, path, data.holdout) if data.holdout else path
+
+
+def held_out_candidates(ctx: RunContext, path: str, holdout: HoldoutSpec) -> str:
+    """The groups of `path` whose query is outside the held-out fold (cached)."""
+    from raykd.data.folds import FOLD_RULE, outside_fold
+    from raykd.data.groups import write_groups_parquet
+
+    def keep(out: Path) -> None:
+        out.mkdir(parents=True, exist_ok=True)
+        kept = write_groups_parquet(out / GROUPS_FILE,
+                                    outside_fold(iter_scored(path), holdout.folds, holdout.fold))
+        ctx.echo(f"[raykd] holdout: {kept} groups outside fold {holdout.fold} of "
+                 f"{holdout.folds} ({FOLD_RULE}) -> {out}")
+        if kept == 0:
+            raise ConfigError("data.holdout", f"no group of {path} is outside fold "
+                                              f"{holdout.fold}")
+        with atomic_path(out / MINING_MARKER) as tmp:
+            tmp.write_text(yaml.safe_dump({"from": path, "holdout": holdout.model_dump(),
+                                           "rule": FOLD_RULE, "groups": kept}, sort_keys=False))
+
+    out, _ = cached_artifact(ctx.candidates_root, "holdout",
+                             {"from": path, "holdout": holdout.model_dump(mode="json")}, keep,
+                             marker=MINING_MARKER)
+    return str(out)
 
 
 @register_step("candidates", order=10)

@@ -63,6 +63,11 @@ def test_overrides_reach_every_stage_or_one(tmp_path):
     (["stages.3.train.lr=1"], "stages.3.train.lr", "not an index"),
     (["train.lr"], "train.lr", "field.path=value"),
     (["student.pooling=max"], "student.pooling", "mean"),
+    (["data.holdout.folds=2", "data.holdout.fold=2"], "stages.0.data.holdout",
+     "fold 2 does not exist among 2 folds"),
+    (["data.holdout.folds=1", "data.holdout.fold=0"], "stages.0.data.holdout.folds",
+     "greater than or equal to 2"),
+    (["data.holdout.fold=0"], "stages.0.data.holdout.folds", "Field required"),
 ])
 def test_invalid_recipe_fails_naming_the_field(tmp_path, override, field, hint):
     """Guards early validation: a bad value fails before any work, naming field and options."""

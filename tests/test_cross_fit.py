@@ -38,21 +38,6 @@ def test_outside_fold_keeps_exactly_the_other_folds():
     assert 0 < len(kept) < 50
 
 
-@pytest.mark.parametrize("override,field,hint", [
-    (["data.holdout.folds=2", "data.holdout.fold=2"], "stages.0.data.holdout",
-     "fold 2 does not exist among 2 folds"),
-    (["data.holdout.folds=1", "data.holdout.fold=0"], "stages.0.data.holdout.folds",
-     "greater than or equal to 2"),
-    (["data.holdout.fold=0"], "stages.0.data.holdout.folds", "Field required"),
-])
-def test_a_bad_holdout_fails_naming_the_field(tmp_path, override, field, hint):
-    path = tmp_path / "r.yaml"
-    path.write_text("name: r\nstages:\n  - {name: a}\n")
-    with pytest.raises(ConfigError) as err:
-        load_recipe(path, override)
-    assert err.value.field == field and hint in str(err.value)
-
-
 def test_a_holdout_leaves_the_mining_key_alone(tmp_path):
     """The held-out fold is filtered after mining: the candidate cache is shared with the
     stage that trains on every query."""

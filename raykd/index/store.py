@@ -115,11 +115,25 @@ class EmbeddingStore:
         out[found] = self.vectors[rows[found]]
         return out, found
 
-    def index(self, kind: str = "flat", **index_options):
-        """A faiss index (inner product) over the vectors, named by pid."""
-        from raykd.index.faiss_index import DenseIndex
+    def index(self, kind: str = "flat", *, nprobe: int | None = None, seed: int = 0,
+              **index_options):
+        """A faiss index (inner product) over the vectors, named by pid. ``ivf`` (or ``auto``
+        on a large corpus) gets `ivf_nlist` lists, k-means trained on a `seed`ed sample."""
+        from raykd.index.faiss_index import (
+            DEFAULT_NPROBE,
+            DenseIndex,
+            ivf_nlist,
+            resolve_kind,
+            training_rows,
+        )
 
+        kind = resolve_kind(kind, len(self.pids))
+        if kind == "ivf":
+            index_options.setdefault("nlist", ivf_nlist(len(self.pids)))
+            index_options["nprobe"] = DEFAULT_NPROBE if nprobe is None else nprobe
         index = DenseIndex(self.dim, kind=kind, **index_options)
+        if kind == "ivf" and self.pids:
+            index.train(self.vectors[training_rows(len(self.pids), index.nlist, seed)])
         for start in range(0, len(self.pids), 8192):
             index.add(self.pids[start:start + 8192], self.vectors[start:start + 8192])
         return index

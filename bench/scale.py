@@ -12,7 +12,7 @@ Per size, in its own subprocess with its own local Ray instance (so peaks are pe
    of groups and pairs, scales with the corpus;
 2. mining: `raykd.negatives.mine_negatives` (dense by default: the corpus encoded by a Ray Data
    actor pool with a tiny random 2-layer BERT into the embedding store, searched with faiss in
-   an actor, `--mining-index` auto: IVF at these sizes; `--source bm25|union` adds bm25s),
+   an actor, `--mining-index` auto: flat at 100k, IVF at 1M; `--source bm25|union` adds bm25s),
    streamed per chunk of 1024 queries, 1 positive + `--num-negatives` negatives per query,
    written as parquet;
 3. teacher scoring: `score_candidate_groups` with the toy lexical-overlap teacher on the Ray

@@ -379,7 +379,7 @@ class DataSpec(Spec):
     queries: Literal["labelled", "corpus", "both"] = "labelled"
     pseudo: PseudoQuerySpec = Field(default_factory=PseudoQuerySpec)
     holdout: HoldoutSpec | None = None  # train without one fold of the queries (cross-fitting)
-    # Dense mining's faiss index: 'auto' is exact flat search below 50k passages and IVF
+    # Dense mining's faiss index: 'auto' is exact flat search below 250k passages and IVF
     # (about 4 sqrt(N) lists) above; `mining_nprobe`: IVF lists visited per query (None: 64).
     mining_index: Literal["auto", "flat", "ivf"] = "auto"
     mining_nprobe: int | None = Field(None, ge=1)

@@ -60,7 +60,7 @@ def _clustered(n: int, dim: int = 32, centres: int = 200, seed: int = 0) -> np.n
 
 def test_ivf_recall_against_flat_at_the_default_nprobe():
     """Guards the approximate search mining uses at scale: on 20k clustered random vectors,
-    recall@50 of IVF (4 sqrt(N) lists, k-means on a seeded sample, default nprobe) against exact
+    recall@50 of IVF (the rule's lists, k-means on a seeded sample, default nprobe) against exact
     flat search is at least 0.95, it is really approximate (one probe does worse), and the
     index is the same for the same seed."""
     vectors = _clustered(20_500)

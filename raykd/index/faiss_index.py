@@ -14,7 +14,10 @@ from raykd.errors import ConfigError
 
 IndexKind = Literal["auto", "flat", "ivf"]
 INDEX_KINDS = ("auto", "flat", "ivf")
-FLAT_BELOW = 50_000  # `auto`: exact search below this many passages (SciFact: 5k)
+# `auto`: exact search below this many passages (SciFact: 5k). On CPU, batched flat search
+# (BLAS) costs about as much as IVF at nprobe 64 near 250k passages (BENCHMARKS.md); below it
+# flat is exact and no slower.
+FLAT_BELOW = 250_000
 DEFAULT_NPROBE = 64  # IVF lists visited per query
 MAX_NLIST = 65_536
 TRAIN_PER_LIST = 40  # k-means training points per list (faiss warns under 39)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -226,14 +227,14 @@ def _encode_into(folder: Path, encoder: str, model_path: str, corpus_path, stude
     return folder
 
 
-def _raw_to_npy(raw: Path, npy: Path, dtype, shape: tuple, rows: int = 65536) -> None:
-    """Copy a raw little-endian array file into a .npy file chunk by chunk, then delete it."""
-    out = np.lib.format.open_memmap(npy, mode="w+", dtype=dtype, shape=shape)
-    if out.size:
-        source = np.memmap(raw, dtype=dtype, mode="r", shape=shape)
-        for start in range(0, shape[0], rows):
-            out[start:start + rows] = source[start:start + rows]
-        del source
-    out.flush()
-    del out
+def _raw_to_npy(raw: Path, npy: Path, dtype, shape: tuple, chunk: int = 1 << 20) -> None:
+    """Prefix a raw little-endian array file with a .npy header, then delete it. A buffered
+    copy, not a memory map: mapped pages count in this process's RSS (a 1M x 32 store added
+    208 MiB to the driver's peak), read/written ones do not."""
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
+              "fortran_order": False, "shape": tuple(shape)}
+    with open(npy, "wb") as out:
+        np.lib.format.write_array_header_1_0(out, header)
+        with open(raw, "rb") as source:
+            shutil.copyfileobj(source, out, chunk)
     raw.unlink()

@@ -11,11 +11,17 @@ Per size, in its own subprocess with its own local Ray instance (so peaks are pe
    passages (4 words of its positive passage) and `qrels/train.tsv`; the number of queries, so
    of groups and pairs, scales with the corpus;
 2. mining: `raykd.negatives.mine_negatives` (dense by default: the corpus encoded by a Ray Data
-   actor pool with a tiny random 2-layer BERT, searched with faiss flat; `--source bm25|union`
-   adds bm25s), 1 positive + `--num-negatives` negatives per query, written as parquet;
+   actor pool with a tiny random 2-layer BERT into the embedding store, searched with faiss in
+   an actor, `--mining-index` auto: flat at 100k, IVF at 1M; `--source bm25|union` adds bm25s),
+   streamed per chunk of 1024 queries, 1 positive + `--num-negatives` negatives per query,
+   written as parquet;
 3. teacher scoring: `score_candidate_groups` with the toy lexical-overlap teacher on the Ray
    Data actor pool (cache off);
 4. one training epoch: `RecipeRunner.train` (Ray Train, 1 DDP worker, the tiny student, KL).
+
+After the timed phases, `--recall-queries` queries are searched in a Ray task with the
+mining index and with exact flat search over the same stored vectors: recall@depth of the
+index mining used against exact search (not timed, not in the memory peaks).
 
 A background thread samples the RSS of the driver and of every Ray worker process (`ray::*`
 titles) and of the other Ray processes (raylet, GCS, ...) every `--interval` seconds, per phase.
@@ -55,6 +61,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="one training query per this many passages")
     p.add_argument("--source", default="dense", choices=("dense", "bm25", "union"))
     p.add_argument("--depth", type=int, default=50)
+    p.add_argument("--mining-index", default="auto", choices=("auto", "flat", "ivf"),
+                   help="dense mining's faiss index")
+    p.add_argument("--recall-queries", type=int, default=200,
+                   help="queries for the index's recall against flat (0: skip)")
     p.add_argument("--num-negatives", type=int, default=7)
     p.add_argument("--concurrency", type=int, default=2, help="encoding / teacher actors")
     p.add_argument("--batch-size", type=int, default=64, help="training queries per step")
@@ -234,7 +244,8 @@ def run_size(args, size: int) -> dict:
                                 model=str(tiny), depth=args.depth,
                                 num_negatives=args.num_negatives, fmt="parquet",
                                 concurrency=args.concurrency, batch_size=256,
-                                student_options=options, seed=args.seed)
+                                student_options=options, seed=args.seed,
+                                index_kind=args.mining_index, cache_dir=str(work / "store"))
         seconds["mine"] = time.perf_counter() - t0
 
         sampler.phase = "score"
@@ -262,6 +273,11 @@ def run_size(args, size: int) -> dict:
         _, steps = runner.train(0, stage, str(tiny), str(work / "scored"),
                                 runner.stage_dir(0, stage), None)
         seconds["train"] = time.perf_counter() - t0
+        sampler.phase = "recall"
+        recall = (ray.get(ray.remote(index_recall).remote(
+            work / "store", str(tiny), data, args.recall_queries, args.depth,
+            args.mining_index, options)) if args.recall_queries and args.source != "bm25"
+            else None)
     finally:
         sampler.stop()
         ray.shutdown()
@@ -269,7 +285,7 @@ def run_size(args, size: int) -> dict:
     busy = sum(seconds[p] for p in PHASES)
     result = {
         "size": size, "queries": info["queries"], "groups": mining.groups, "pairs": pairs,
-        "scored_pairs": scoring.pairs, "steps": steps, "seconds": seconds,
+        "scored_pairs": scoring.pairs, "steps": steps, "seconds": seconds, "recall": recall,
         "mining_seconds": mining.seconds,
         "s_per_1k_pairs": busy / (pairs / 1000), "peaks": sampler.overall(),
         "phase_peaks": {p: sampler.peaks.get(p, {}) for p in ("setup", *PHASES)},
@@ -277,6 +293,31 @@ def run_size(args, size: int) -> dict:
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
     return result
+
+
+def index_recall(store_dir: Path, model: str, data: Path, count: int, depth: int, kind: str,
+                 options: dict) -> dict:
+    """Recall@depth of the `kind` index mining used against exact flat search, over the stored
+    vectors, for the first `count` training queries (run in a Ray task)."""
+    import numpy as np
+
+    from raykd.data.beir import BeirDataset
+    from raykd.index.faiss_index import resolve_kind
+    from raykd.index.store import EmbeddingStore
+    from raykd.students import BiEncoder
+
+    (folder,) = [p for p in Path(store_dir).iterdir() if EmbeddingStore.exists(p)]
+    store = EmbeddingStore.load(folder, mmap=True)
+    texts = list(BeirDataset.from_dir(data).queries("train").values())[:count]
+    vectors = BiEncoder.from_pretrained(model, **options).encode_queries(texts, batch_size=256)
+    index = store.index(kind)
+    found = index.search(vectors, depth)[1]
+    exact = store.index("flat").search(vectors, depth)[1]
+    recall = float(np.mean([len(set(a) & set(b)) / len(a)
+                            for a, b in zip(exact, found, strict=True)]))
+    return {"kind": resolve_kind(kind, len(store.pids)), "nlist": getattr(index, "nlist", None),
+            "nprobe": getattr(index, "nprobe", None), "queries": len(texts), "depth": depth,
+            "recall": recall}
 
 
 # ------------------------------------------------------------------ the table
@@ -306,12 +347,22 @@ def print_table(results: list[dict]) -> None:
              lambda r, p=phase: r["phase_peaks"][p]["worker_max"])
     for phase in PHASES:
         line(f"{phase} (s)", lambda r, p=phase: r["seconds"][p], "{:.1f}")
+    for part, name in (("dense", "encoding + index + search"), ("texts", "passage texts"),
+                       ("write", "groups written")):
+        line(f"mining: {name} (s)", lambda r, p=part: r["mining_seconds"].get(p, 0.0), "{:.1f}")
     line("mine + score + train per 1k pairs (s)", lambda r: r["s_per_1k_pairs"], "{:.2f}")
     for phase in PHASES:
         line(f"{phase} per 1k pairs (s)",
              lambda r, p=phase: r["seconds"][p] / (r["pairs"] / 1000), "{:.2f}")
     line("generation (s, not timed above)", lambda r: r["seconds"]["generate"], "{:.1f}",
          ratio=False)
+    if all(r.get("recall") for r in results):
+        print("| mining index | " + " | ".join(
+            f"{r['recall']['kind']}, nlist {r['recall']['nlist']}, nprobe {r['recall']['nprobe']}"
+            if r["recall"]["kind"] == "ivf" else "flat" for r in results) + " | |")
+        line(f"recall@{results[0]['recall']['depth']} against flat "
+             f"({results[0]['recall']['queries']} queries)", lambda r: r["recall"]["recall"],
+             "{:.3f}", ratio=False)
 
 
 def main(argv=None) -> None:

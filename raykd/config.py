@@ -354,6 +354,9 @@ class HoldoutSpec(Spec):
         return self
 
 
+MINING_INDEX_FIELDS = ("mining_index", "mining_nprobe")
+
+
 class DataSpec(Spec):
     """Which training candidates a stage sees."""
 
@@ -376,6 +379,10 @@ class DataSpec(Spec):
     queries: Literal["labelled", "corpus", "both"] = "labelled"
     pseudo: PseudoQuerySpec = Field(default_factory=PseudoQuerySpec)
     holdout: HoldoutSpec | None = None  # train without one fold of the queries (cross-fitting)
+    # Dense mining's faiss index: 'auto' is exact flat search below 250k passages and IVF
+    # (about 4 sqrt(N) lists) above; `mining_nprobe`: IVF lists visited per query (None: 64).
+    mining_index: Literal["auto", "flat", "ivf"] = "auto"
+    mining_nprobe: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
     def _pseudo_count(self) -> DataSpec:
@@ -389,8 +396,16 @@ class DataSpec(Spec):
 
     def labelled_key(self) -> dict:
         """The settings that shape the labelled candidates (the query source excluded; a
-        holdout filters the mined groups afterwards, so the mining is shared)."""
-        return self.model_dump(mode="json", exclude={"queries", "pseudo", "holdout"})
+        holdout filters the mined groups afterwards, so the mining is shared; the mining index
+        fields only when set, so that keys made before they existed hold)."""
+        return (self.model_dump(mode="json",
+                                exclude={"queries", "pseudo", "holdout", *MINING_INDEX_FIELDS})
+                | self.mining_index_key())
+
+    def mining_index_key(self) -> dict:
+        """The dense mining index fields that differ from their defaults."""
+        return {name: getattr(self, name) for name in MINING_INDEX_FIELDS
+                if getattr(self, name) != type(self).model_fields[name].default}
 
     @field_validator("window")
     @classmethod

@@ -68,6 +68,8 @@ def test_overrides_reach_every_stage_or_one(tmp_path):
     (["data.holdout.folds=1", "data.holdout.fold=0"], "stages.0.data.holdout.folds",
      "greater than or equal to 2"),
     (["data.holdout.fold=0"], "stages.0.data.holdout.folds", "Field required"),
+    (["data.mining_index=hnsw"], "stages.0.data.mining_index", "'ivf'"),
+    (["data.mining_nprobe=0"], "stages.0.data.mining_nprobe", "greater than or equal to 1"),
 ])
 def test_invalid_recipe_fails_naming_the_field(tmp_path, override, field, hint):
     """Guards early validation: a bad value fails before any work, naming field and options."""
@@ -77,6 +79,22 @@ def test_invalid_recipe_fails_naming_the_field(tmp_path, override, field, hint):
         load_recipe(path, override)
     assert err.value.field == field
     assert hint in str(err.value)
+
+
+def test_mining_index_fields_leave_existing_candidate_cache_keys_unchanged():
+    """Guards the candidate cache: the dense mining index fields enter a DataSpec's key only
+    when set, so every recipe's mined candidates made before they existed are still found
+    (the hashes below are the keys before the fields were added); a setting changes it."""
+    from raykd.config import DataSpec
+    from raykd.fingerprint import stable_hash
+
+    assert stable_hash(DataSpec().labelled_key()) == "8a7e7064ab6542ef"
+    adam = load_recipe(RECIPES_DIR / "adam.yaml").stages[0].data
+    assert stable_hash(adam.labelled_key()) == "dcacd1f40119b704"
+    assert stable_hash(DataSpec(mining_index="auto").labelled_key()) == "8a7e7064ab6542ef"
+    changed = {stable_hash(DataSpec(mining_index="ivf").labelled_key()),
+               stable_hash(DataSpec(mining_nprobe=128).labelled_key())}
+    assert len(changed) == 2 and "8a7e7064ab6542ef" not in changed
 
 
 def test_structural_errors_name_the_problem():

@@ -21,6 +21,7 @@ from pathlib import Path
 from raykd.commands import describe
 from raykd.datasets import scifact_dir
 from raykd.errors import one_line_errors
+from raykd.index.faiss_index import DEFAULT_NPROBE, FLAT_BELOW, INDEX_KINDS
 from raykd.negatives import SOURCES, mine_negatives
 from raykd.negatives.sampling import SAMPLINGS
 from raykd.runtime import add_verbose_argument, init_ray, setup_logging
@@ -47,6 +48,11 @@ def parse_args(argv=None, prog: str = PROG) -> argparse.Namespace:
     p.add_argument("--num-shards", type=int, default=1, help="files to write (needs a folder)")
     p.add_argument("--format", choices=("jsonl", "jsonl.gz", "parquet"), default=None,
                    help="output format when --out is a folder (default jsonl)")
+    p.add_argument("--mining-index", choices=INDEX_KINDS, default="auto",
+                   help="dense search: flat (exact), ivf, or auto (flat below "
+                        f"{FLAT_BELOW:,} passages, ivf above)")
+    p.add_argument("--mining-nprobe", type=int, default=None,
+                   help=f"IVF lists visited per query (default {DEFAULT_NPROBE})")
     p.add_argument("--concurrency", type=int, default=2, help="corpus encoder actors")
     p.add_argument("--num-gpus", type=float, default=0.0, help="GPUs per encoder actor")
     p.add_argument("--batch-size", type=int, default=64)
@@ -72,7 +78,8 @@ def main(argv=None, prog: str = PROG):
         num_negatives=args.num_negatives, sampling=args.sampling, window=tuple(args.window),
         seed=args.seed, min_rel=args.rel, num_shards=args.num_shards, fmt=args.format,
         concurrency=args.concurrency, num_gpus=args.num_gpus, batch_size=args.batch_size,
-        student_options={"passage_max_length": args.passage_max_length})
+        student_options={"passage_max_length": args.passage_max_length},
+        index_kind=args.mining_index, nprobe=args.mining_nprobe)
     wall = time.perf_counter() - start
     print(f"\n{Path(args.data).name} {args.split} / {args.negatives_from} "
           f"(depth {args.depth}, {args.sampling}, seed {args.seed}):")

@@ -1,4 +1,6 @@
-"""Dense indexes on faiss: flat inner product by default, IVF as an option, on GPU when present."""
+"""Dense indexes on faiss: exact flat inner product, or IVF whose list count grows with the
+corpus (`ivf_nlist`); ``auto`` picks flat below `FLAT_BELOW` passages, IVF above. On GPU when
+present."""
 
 from __future__ import annotations
 
@@ -10,7 +12,39 @@ import numpy as np
 
 from raykd.errors import ConfigError
 
-IndexKind = Literal["flat", "ivf"]
+IndexKind = Literal["auto", "flat", "ivf"]
+INDEX_KINDS = ("auto", "flat", "ivf")
+# `auto`: exact search below this many passages (SciFact: 5k). On CPU, batched flat search
+# (BLAS) costs about as much as IVF at nprobe 64 near 250k passages (BENCHMARKS.md); below it
+# flat is exact and no slower.
+FLAT_BELOW = 250_000
+DEFAULT_NPROBE = 64  # IVF lists visited per query
+MAX_NLIST = 65_536
+TRAIN_PER_LIST = 40  # k-means training points per list (faiss warns under 39)
+
+
+def ivf_nlist(num_vectors: int) -> int:
+    """IVF list count for a corpus: about 4 sqrt(N), at most `MAX_NLIST`, and small enough
+    that every list has `TRAIN_PER_LIST` training points (at least 1)."""
+    rule = int(round(4 * num_vectors ** 0.5))
+    return max(1, min(rule, MAX_NLIST, num_vectors // TRAIN_PER_LIST))
+
+
+def resolve_kind(kind: str, num_vectors: int) -> str:
+    """``flat`` or ``ivf``: `kind`, with ``auto`` decided by the corpus size."""
+    if kind not in INDEX_KINDS:
+        raise ConfigError("index.kind", f"{kind!r} is not one of {INDEX_KINDS}")
+    if kind == "auto":
+        return "flat" if num_vectors < FLAT_BELOW else "ivf"
+    return kind
+
+
+def training_rows(num_vectors: int, nlist: int, seed: int = 0) -> np.ndarray:
+    """Sorted row numbers of the seeded k-means sample (`TRAIN_PER_LIST` x nlist, or all)."""
+    size = min(num_vectors, TRAIN_PER_LIST * nlist)
+    if size == num_vectors:
+        return np.arange(num_vectors)
+    return np.sort(np.random.default_rng(seed).choice(num_vectors, size=size, replace=False))
 
 
 def gpu_available() -> bool:
@@ -25,10 +59,12 @@ class DenseIndex:
     trains on the first `train_size` vectors it receives, then adds the rest.
     """
 
-    def __init__(self, dim: int, kind: IndexKind = "flat", nlist: int = 1024, nprobe: int = 32,
-                 train_size: int | None = None, use_gpu: bool | None = None):
+    def __init__(self, dim: int, kind: IndexKind = "flat", nlist: int = 1024,
+                 nprobe: int = DEFAULT_NPROBE, train_size: int | None = None,
+                 use_gpu: bool | None = None):
         if kind not in ("flat", "ivf"):
-            raise ConfigError("index.kind", f"{kind!r} is not one of ('flat', 'ivf')")
+            raise ConfigError("index.kind", f"{kind!r} is not one of ('flat', 'ivf'); "
+                                            f"resolve 'auto' with resolve_kind")
         if nlist < 1 or nprobe < 1:
             raise ConfigError("index.nlist", f"nlist and nprobe must be >= 1 (got {nlist}, {nprobe})")
         self.dim, self.kind, self.nlist, self.nprobe = dim, kind, nlist, nprobe
@@ -64,8 +100,13 @@ class DenseIndex:
         if sum(len(v) for v in self._pending) >= self.train_size:
             self._train_and_flush()
 
-    def _train_and_flush(self) -> None:
-        sample = np.concatenate(self._pending)
+    def train(self, sample: np.ndarray) -> None:
+        """Train an IVF index on `sample` (e.g. a seeded sample of the corpus) before `add`."""
+        if self.kind != "ivf" or self._index.is_trained:
+            raise ValueError("train() is for an untrained IVF index")
+        self._train(np.ascontiguousarray(sample, dtype=np.float32))
+
+    def _train(self, sample: np.ndarray) -> None:
         nlist = min(self.nlist, len(sample))
         if nlist != self.nlist:  # a corpus smaller than nlist: shrink the coarse quantizer
             self.nlist = nlist
@@ -75,6 +116,10 @@ class DenseIndex:
         self._index.train(sample)
         self._index.nprobe = min(self.nprobe, nlist)
         self._index = self._maybe_gpu(self._index)
+
+    def _train_and_flush(self) -> None:
+        sample = np.concatenate(self._pending)
+        self._train(sample)
         self._index.add(sample)
         self._pending = []
 

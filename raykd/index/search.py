@@ -4,6 +4,8 @@ so that the driver holds neither the vectors nor the index."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import ray
 
@@ -35,10 +37,11 @@ class StoreSearcher:
     the corpus vectors nor the index live in the driver (the index is N x dim floats here)."""
 
     def __init__(self, folder: str, model_path: str, student_options: dict | None = None,
-                 index_kind: IndexKind = "flat", batch_size: int = 64):
+                 index_kind: IndexKind = "flat", batch_size: int = 64,
+                 nprobe: int | None = None):
         from raykd.students import BiEncoder
 
-        self.index = EmbeddingStore.load(folder, mmap=True).index(index_kind)
+        self.index = EmbeddingStore.load(folder, mmap=True).index(index_kind, nprobe=nprobe)
         self.model = BiEncoder.from_pretrained(model_path, **(student_options or {}))
         self.batch_size = batch_size
 
@@ -55,20 +58,19 @@ def on_this_node():
     return NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
 
 
-def search_store(folder, model_path: str, queries: list[str], k: int, *,
-                 student_options: dict | None = None, index_kind: IndexKind = "flat",
-                 batch_size: int = 64, num_gpus: float = 0.0, chunk: int = 1024
-                 ) -> list[list[str]]:
-    """Top-`k` pids per query text, searched by a `StoreSearcher` actor on this node (queries
-    sent `chunk` at a time); the actor is gone when this returns."""
+@contextmanager
+def store_searcher(folder, model_path: str, *, student_options: dict | None = None,
+                   index_kind: IndexKind = "flat", nprobe: int | None = None,
+                   batch_size: int = 64, num_gpus: float = 0.0
+                   ) -> Iterator[Callable[[list[str], int], list[list[str]]]]:
+    """``search(query_texts, k) -> top-k pids per query``, answered by a `StoreSearcher` actor
+    on this node that lives as long as the context (one index build for any number of query
+    chunks)."""
     actor = ray.remote(StoreSearcher).options(
         num_cpus=0 if num_gpus else 1, num_gpus=num_gpus,
         scheduling_strategy=on_this_node()).remote(
-        str(folder), str(model_path), student_options, index_kind, batch_size)
+        str(folder), str(model_path), student_options, index_kind, batch_size, nprobe)
     try:
-        out: list[list[str]] = []
-        for start in range(0, len(queries), chunk):
-            out.extend(ray.get(actor.search.remote(queries[start:start + chunk], k)))
-        return out
+        yield lambda texts, k: ray.get(actor.search.remote(list(texts), k))
     finally:
         ray.kill(actor)

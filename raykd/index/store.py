@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -115,11 +116,25 @@ class EmbeddingStore:
         out[found] = self.vectors[rows[found]]
         return out, found
 
-    def index(self, kind: str = "flat", **index_options):
-        """A faiss index (inner product) over the vectors, named by pid."""
-        from raykd.index.faiss_index import DenseIndex
+    def index(self, kind: str = "flat", *, nprobe: int | None = None, seed: int = 0,
+              **index_options):
+        """A faiss index (inner product) over the vectors, named by pid. ``ivf`` (or ``auto``
+        on a large corpus) gets `ivf_nlist` lists, k-means trained on a `seed`ed sample."""
+        from raykd.index.faiss_index import (
+            DEFAULT_NPROBE,
+            DenseIndex,
+            ivf_nlist,
+            resolve_kind,
+            training_rows,
+        )
 
+        kind = resolve_kind(kind, len(self.pids))
+        if kind == "ivf":
+            index_options.setdefault("nlist", ivf_nlist(len(self.pids)))
+            index_options["nprobe"] = DEFAULT_NPROBE if nprobe is None else nprobe
         index = DenseIndex(self.dim, kind=kind, **index_options)
+        if kind == "ivf" and self.pids:
+            index.train(self.vectors[training_rows(len(self.pids), index.nlist, seed)])
         for start in range(0, len(self.pids), 8192):
             index.add(self.pids[start:start + 8192], self.vectors[start:start + 8192])
         return index
@@ -212,14 +227,14 @@ def _encode_into(folder: Path, encoder: str, model_path: str, corpus_path, stude
     return folder
 
 
-def _raw_to_npy(raw: Path, npy: Path, dtype, shape: tuple, rows: int = 65536) -> None:
-    """Copy a raw little-endian array file into a .npy file chunk by chunk, then delete it."""
-    out = np.lib.format.open_memmap(npy, mode="w+", dtype=dtype, shape=shape)
-    if out.size:
-        source = np.memmap(raw, dtype=dtype, mode="r", shape=shape)
-        for start in range(0, shape[0], rows):
-            out[start:start + rows] = source[start:start + rows]
-        del source
-    out.flush()
-    del out
+def _raw_to_npy(raw: Path, npy: Path, dtype, shape: tuple, chunk: int = 1 << 20) -> None:
+    """Prefix a raw little-endian array file with a .npy header, then delete it. A buffered
+    copy, not a memory map: mapped pages count in this process's RSS (a 1M x 32 store added
+    208 MiB to the driver's peak), read/written ones do not."""
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
+              "fortran_order": False, "shape": tuple(shape)}
+    with open(npy, "wb") as out:
+        np.lib.format.write_array_header_1_0(out, header)
+        with open(raw, "rb") as source:
+            shutil.copyfileobj(source, out, chunk)
     raw.unlink()

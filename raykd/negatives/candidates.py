@@ -2,9 +2,10 @@
 
     mine_negatives(data, split, out, source="union", depth=100, num_negatives=7, ...)
 
-Flow: rankings (BM25 / dense / union) -> per-query sampling (seeded by qid) -> the texts of the
-chosen pids only, from a second corpus stream -> groups validated and written as JSONL or
-parquet (one file, or `num_shards` files in a folder) with a `_mining.yaml` / `<file>.mining.yaml`
+Flow, one chunk of queries at a time: rankings (BM25 / dense / union) -> per-query sampling
+(seeded by qid) -> plans spilled to disk; then the texts of the chosen pids only, from a second
+corpus stream (`raykd.negatives.spill`) -> groups validated and written as JSONL or parquet
+(one file, or `num_shards` files in a folder) with a `_mining.yaml` / `<file>.mining.yaml`
 record of the parameters and counts.
 """
 
@@ -12,22 +13,20 @@ from __future__ import annotations
 
 import logging
 import random
+import tempfile
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
+from itertools import islice
 from pathlib import Path
 
 import yaml
 
 from raykd.errors import ConfigError, DataError
-from raykd.negatives.mining import (
-    Rankings,
-    Source,
-    corpus_path_of,
-    fetch_passage_texts,
-    mine_rankings,
-)
+from raykd.negatives.mining import QUERY_CHUNK, Rankings, Source, corpus_path_of
+from raykd.negatives.rankers import open_ranker, query_chunks
 from raykd.negatives.sampling import NegativeSampler
+from raykd.negatives.spill import PlanSpill, plan_texts
 
 log = logging.getLogger(__name__)
 
@@ -121,10 +120,11 @@ def _output_format(out: Path, fmt: str | None) -> tuple[str, bool]:
 
 
 def write_candidate_groups(groups: Iterable[Mapping], out, *, num_shards: int = 1,
-                           fmt: str | None = None) -> list[str]:
+                           fmt: str | None = None, count: int | None = None) -> list[str]:
     """Write groups to `out`: a ``.jsonl[.gz]``/``.parquet`` file (num_shards must be 1), or a
     folder of ``part-XXXXX-of-YYYYY.<fmt>`` shards holding contiguous runs of the groups.
-    Each file is validated and written atomically; returns the paths."""
+    Each file is validated and written atomically; returns the paths. With the groups'
+    `count` known, shards are written as the groups stream in; without it they are listed."""
     from raykd.data.groups import write_groups_jsonl, write_groups_parquet
 
     out = Path(out)
@@ -137,16 +137,22 @@ def write_candidate_groups(groups: Iterable[Mapping], out, *, num_shards: int = 
             raise ConfigError("num_shards", f"{out} is one file; give a folder to shard")
         write(out, groups)
         return [str(out)]
-    groups = list(groups)  # already in memory as plans + texts; sharding needs the count
+    if count is None:
+        groups = list(groups)
+        count = len(groups)
+    groups = iter(groups)
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.glob("part-*-of-*.*"):
         stale.unlink()
-    size = -(-len(groups) // num_shards) if groups else 0
+    size = -(-count // num_shards) if count else 0
     paths = []
     for shard in range(num_shards):
         path = out / f"part-{shard:05d}-of-{num_shards:05d}.{fmt}"
-        write(path, groups[shard * size:(shard + 1) * size] if size else [])
+        write(path, islice(groups, size))
         paths.append(str(path))
+    leftover = sum(1 for _ in groups)
+    if leftover:
+        raise ValueError(f"write_candidate_groups: {leftover} groups beyond count={count}")
     return paths
 
 
@@ -155,12 +161,16 @@ def mine_negatives(data, split: str, out, *, source: Source = "union",
                    sampling: str = "random", window: tuple[int, int] = (0, 100), seed: int = 13,
                    min_rel: int = 1, num_shards: int = 1, fmt: str | None = None,
                    concurrency: int = 2, num_gpus: float = 0.0, batch_size: int = 64,
-                   student_options: dict | None = None, index_kind: str = "flat",
-                   k1: float = 1.5, b: float = 0.75, max_queries: int | None = None,
-                   cache_dir: str | None = None) -> MiningReport:
+                   student_options: dict | None = None, index_kind: str = "auto",
+                   nprobe: int | None = None, k1: float = 1.5, b: float = 0.75,
+                   max_queries: int | None = None, cache_dir: str | None = None,
+                   chunk: int = QUERY_CHUNK) -> MiningReport:
     """Mine, sample and write the candidate groups of a BEIR split (`data`: a folder or a
     `BeirDataset`). Dense sources need Ray (`raykd.runtime.init_ray()`). `max_queries` keeps a
-    seeded sample of the split's labelled queries (a smaller training budget)."""
+    seeded sample of the split's labelled queries (a smaller training budget). Dense search
+    uses `index_kind` (``auto``: exact flat below `raykd.index.faiss_index.FLAT_BELOW` passages,
+    IVF with `nprobe` above); queries stream through ranking, sampling and writing `chunk` at
+    a time."""
     from raykd.data.beir import BeirDataset
 
     dataset = data if isinstance(data, BeirDataset) else BeirDataset.from_dir(data)
@@ -177,12 +187,13 @@ def mine_negatives(data, split: str, out, *, source: Source = "union",
                        num_shards=num_shards, fmt=fmt, source=source, depth=depth,
                        model=model, k1=k1, b=b, concurrency=concurrency, num_gpus=num_gpus,
                        batch_size=batch_size, student_options=student_options,
-                       index_kind=index_kind, cache_dir=cache_dir)
+                       index_kind=index_kind, nprobe=nprobe, cache_dir=cache_dir, chunk=chunk)
     _write_record(Path(out), report, {
         "data": str(dataset.root), "split": split, "source": source,
         "model": model if source != "bm25" else None, "depth": depth,
         "num_negatives": num_negatives, "sampling": sampling, "window": list(window),
-        "seed": seed, "min_rel": min_rel, "max_queries": max_queries})
+        "seed": seed, "min_rel": min_rel, "max_queries": max_queries,
+        **_index_record(index_kind, nprobe)})
     log.info("%s", report.summary())
     return report
 
@@ -193,8 +204,9 @@ def mine_pseudo_queries(data, out, *, count: int, rule: str = "sentence", pseudo
                         sampling: str = "random", window: tuple[int, int] = (0, 100),
                         seed: int = 13, num_shards: int = 1, fmt: str | None = None,
                         concurrency: int = 2, num_gpus: float = 0.0, batch_size: int = 64,
-                        student_options: dict | None = None, index_kind: str = "flat",
-                        k1: float = 1.5, b: float = 0.75, cache_dir: str | None = None,
+                        student_options: dict | None = None, index_kind: str = "auto",
+                        nprobe: int | None = None, k1: float = 1.5, b: float = 0.75,
+                        cache_dir: str | None = None,
                         source_as_positive: bool = False, echo=log.info) -> MiningReport:
     """Candidate groups for queries nobody labelled: pseudo-queries made from a seeded sample
     of `count` corpus passages (`raykd.data.pseudo_queries`), ranked by the same first stage
@@ -231,7 +243,7 @@ def mine_pseudo_queries(data, out, *, count: int, rule: str = "sentence", pseudo
                        source=source, depth=depth, model=model, k1=k1, b=b,
                        concurrency=concurrency, num_gpus=num_gpus, batch_size=batch_size,
                        student_options=student_options, index_kind=index_kind,
-                       cache_dir=cache_dir)
+                       nprobe=nprobe, cache_dir=cache_dir)
     if not source_as_positive:  # the sources only steered sampling: no candidate is labelled
         report.positives = 0
     _write_record(Path(out), report, {
@@ -240,7 +252,8 @@ def mine_pseudo_queries(data, out, *, count: int, rule: str = "sentence", pseudo
         "pseudo": made_report.summary(), "source": source,
         "model": model if source != "bm25" else None, "depth": depth,
         "num_negatives": num_negatives, "sampling": sampling, "window": list(window),
-        "seed": seed, "source_as_positive": source_as_positive})
+        "seed": seed, "source_as_positive": source_as_positive,
+        **_index_record(index_kind, nprobe)})
     echo(f"[raykd] {report.summary()}")
     return report
 
@@ -248,21 +261,32 @@ def mine_pseudo_queries(data, out, *, count: int, rule: str = "sentence", pseudo
 def _rank_sample_write(report: MiningReport, start: float, corpus, queries: Mapping[str, str],
                        qrels: Mapping, sampler: NegativeSampler, out, *, min_rel: int = 1,
                        num_shards: int = 1, fmt: str | None = None, shape=None, source: Source,
-                       depth: int, model: str | None, **mine_options) -> None:
-    """The one candidate writer: rankings from `source`, sampled plans, the chosen passages'
-    texts, groups (reshaped by `shape`, if given) written; timings and counts in `report`."""
-    rankings = mine_rankings(source, corpus, queries, depth, model=model,
-                             timings=report.seconds, **mine_options)
-    report.seconds["mine"] = time.perf_counter() - start
-    start = time.perf_counter()
-    plans = list(plan_groups(rankings, qrels, sampler, min_rel=min_rel, report=report))
-    texts = fetch_passage_texts(corpus, {p for plan in plans for p in plan["pids"]})
-    report.seconds["texts"] = time.perf_counter() - start
-    start = time.perf_counter()
-    groups = fill_texts(plans, queries, texts, str(corpus))
-    report.outputs = write_candidate_groups(shape(groups) if shape else groups, out,
-                                            num_shards=num_shards, fmt=fmt)
-    report.seconds["write"] = time.perf_counter() - start
+                       depth: int, model: str | None, chunk: int = QUERY_CHUNK,
+                       **mine_options) -> None:
+    """The one candidate writer, streamed per chunk of `chunk` queries: rankings from `source`
+    and sampled plans spilled to disk, the chosen passages' texts fetched in one corpus stream,
+    groups (reshaped by `shape`, if given) written; timings and counts in `report`. The driver
+    holds one chunk's rankings, plans and texts at a time."""
+    with tempfile.TemporaryDirectory(prefix="raykd-plans-") as tmp:
+        spill = PlanSpill(Path(tmp) / "plans.jsonl")
+        count = 0
+        with open_ranker(source, corpus, depth, model=model, timings=report.seconds,
+                         **mine_options) as rank:
+            for part in query_chunks(queries, chunk):
+                count += spill.append(plan_groups(rank(part), qrels, sampler, min_rel=min_rel,
+                                                  report=report))
+        report.seconds["mine"] = time.perf_counter() - start
+        start = time.perf_counter()
+        with plan_texts(corpus, spill) as lookup:
+            report.seconds["texts"] = time.perf_counter() - start
+            start = time.perf_counter()
+            groups = (group for plans in spill.chunks(chunk)
+                      for group in fill_texts(plans, queries,
+                                              lookup({p for plan in plans for p in plan["pids"]}),
+                                              str(corpus)))
+            report.outputs = write_candidate_groups(shape(groups) if shape else groups, out,
+                                                    num_shards=num_shards, fmt=fmt, count=count)
+        report.seconds["write"] = time.perf_counter() - start
 
 
 def _pseudo_groups(groups: Iterable[dict], sources: Mapping, source_as_positive: bool
@@ -290,6 +314,13 @@ def sample_queries(queries: dict[str, str], qrels: dict, limit: int, seed: int
     return {q: queries[q] for q in chosen}
 
 
+def _index_record(index_kind: str, nprobe: int | None) -> dict:
+    """The dense index settings for the mining record, when not the defaults (so that records
+    written before they existed stay the same)."""
+    out = {"index_kind": index_kind} if index_kind != "auto" else {}
+    return out | ({"nprobe": nprobe} if nprobe is not None else {})
+
+
 def _write_record(out: Path, report: MiningReport, params: dict) -> None:
     from raykd.data.lines import open_for_write
 
@@ -299,11 +330,13 @@ def _write_record(out: Path, report: MiningReport, params: dict) -> None:
 
 
 def mine_from_spec(spec, out, *, model: str | None = "minilm", **options) -> MiningReport:
-    """Mine with a `raykd.config.DataSpec` (negatives_from, depth, sampling, window, seed)."""
+    """Mine with a `raykd.config.DataSpec` (negatives_from, depth, sampling, window, seed,
+    mining_index, mining_nprobe)."""
     return mine_negatives(spec.dataset_dir(), spec.split, out, source=spec.negatives_from,
                           model=model, depth=spec.depth, num_negatives=spec.num_negatives,
                           sampling=spec.sampling, window=tuple(spec.window), seed=spec.seed,
-                          max_queries=spec.max_queries, **options)
+                          max_queries=spec.max_queries, index_kind=spec.mining_index,
+                          nprobe=spec.mining_nprobe, **options)
 
 
 def refresh_negatives(student, spec, out, **options) -> MiningReport:
@@ -314,4 +347,5 @@ def refresh_negatives(student, spec, out, **options) -> MiningReport:
     return mine_negatives(spec.dataset_dir(), spec.split, out, source="student",
                           model=str(student), depth=spec.depth,
                           num_negatives=spec.num_negatives, sampling=spec.sampling,
-                          window=tuple(spec.window), seed=spec.seed, **options)
+                          window=tuple(spec.window), seed=spec.seed,
+                          index_kind=spec.mining_index, nprobe=spec.mining_nprobe, **options)

@@ -140,6 +140,7 @@ def pseudo_candidates(ctx: RunContext, stage: Stage, source: FirstStage, model: 
     data, pseudo = stage.data, stage.data.pseudo
     settings = {k: getattr(data, k) for k in ("negatives_from", "depth", "num_negatives",
                                               "sampling", "window", "seed")}
+    settings |= data.mining_index_key()  # absent at the defaults: older keys hold
 
     def mine(out: Path) -> None:
         ctx.echo(f"[raykd] pseudo-queries from {pseudo.count} corpus passages "
@@ -150,7 +151,8 @@ def pseudo_candidates(ctx: RunContext, stage: Stage, source: FirstStage, model: 
             max_words=pseudo.max_words, source=data.negatives_from,
             model=model if source.uses_model else None,
             depth=data.depth, num_negatives=data.num_negatives, sampling=data.sampling,
-            window=tuple(data.window), seed=data.seed, fmt="parquet",
+            window=tuple(data.window), seed=data.seed, index_kind=data.mining_index,
+            nprobe=data.mining_nprobe, fmt="parquet",
             student_options=ctx.retrieval_options(stage),
             cache_dir=ctx.embedding_cache, source_as_positive=pseudo.source_as_positive,
             echo=ctx.echo)

@@ -495,6 +495,9 @@ class EvalSpec(Spec):
     # Max lengths for evaluation (None: the student's own, as trained).
     query_max_length: int | None = Field(None, ge=2)
     passage_max_length: int | None = Field(None, ge=2)
+    # Dense evaluation's faiss index: 'auto' is exact flat search below 250k passages, IVF
+    # above; 250k passages or more are indexed and searched in a searcher actor, not the driver.
+    index: Literal["auto", "flat", "ivf"] = "auto"
 
     def student_options(self) -> dict:
         return {k: getattr(self, k) for k in ("query_max_length", "passage_max_length")

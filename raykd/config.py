@@ -355,6 +355,8 @@ class HoldoutSpec(Spec):
 
 
 MINING_INDEX_FIELDS = ("mining_index", "mining_nprobe")
+# Where dense mining runs, not what it finds: never part of a candidate cache key.
+MINING_RESOURCE_FIELDS = ("mining_concurrency", "mining_gpus_per_actor", "mining_search_cpus")
 
 
 class DataSpec(Spec):
@@ -383,6 +385,12 @@ class DataSpec(Spec):
     # (about 4 sqrt(N) lists) above; `mining_nprobe`: IVF lists visited per query (None: 64).
     mining_index: Literal["auto", "flat", "ivf"] = "auto"
     mining_nprobe: int | None = Field(None, ge=1)
+    # Dense mining's resources: the corpus encoder pool (`mining_concurrency` actors of
+    # `mining_gpus_per_actor` GPUs each; 0: CPU actors) and the faiss searcher actor's CPUs
+    # (also its faiss threads; its query encoder gets `mining_gpus_per_actor` GPUs).
+    mining_concurrency: int = Field(2, ge=1)
+    mining_gpus_per_actor: float = Field(0.0, ge=0)
+    mining_search_cpus: int = Field(1, ge=1)
 
     @model_validator(mode="after")
     def _pseudo_count(self) -> DataSpec:
@@ -397,9 +405,11 @@ class DataSpec(Spec):
     def labelled_key(self) -> dict:
         """The settings that shape the labelled candidates (the query source excluded; a
         holdout filters the mined groups afterwards, so the mining is shared; the mining index
-        fields only when set, so that keys made before they existed hold)."""
+        fields only when set, so that keys made before they existed hold; the mining resources
+        never)."""
         return (self.model_dump(mode="json",
-                                exclude={"queries", "pseudo", "holdout", *MINING_INDEX_FIELDS})
+                                exclude={"queries", "pseudo", "holdout", *MINING_INDEX_FIELDS,
+                                         *MINING_RESOURCE_FIELDS})
                 | self.mining_index_key())
 
     def mining_index_key(self) -> dict:
@@ -485,6 +495,9 @@ class EvalSpec(Spec):
     # Max lengths for evaluation (None: the student's own, as trained).
     query_max_length: int | None = Field(None, ge=2)
     passage_max_length: int | None = Field(None, ge=2)
+    # Dense evaluation's faiss index: 'auto' is exact flat search below 250k passages, IVF
+    # above; 250k passages or more are indexed and searched in a searcher actor, not the driver.
+    index: Literal["auto", "flat", "ivf"] = "auto"
 
     def student_options(self) -> dict:
         return {k: getattr(self, k) for k in ("query_max_length", "passage_max_length")
@@ -551,6 +564,10 @@ class Recipe(Spec):
     # score from it (pays off when candidates cover much of the corpus, as on BEIR sets, and
     # the zero-shot evaluation reads the same vectors); off for MS MARCO-sized corpora.
     teacher_corpus_store: bool = True
+    # The corpus encodings' store (default: <storage's local folder>/embedding_cache, on the
+    # driver's node, where the searcher actor then runs). A folder every node mounts (e.g. a
+    # shared volume) lets dense search run on any node with the CPUs it asks for.
+    embedding_cache: str | None = None
     test_split: str | None = "test"
     eval_initial: bool = False  # also evaluate the initial student ("before" metrics)
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
@@ -566,6 +583,13 @@ class Recipe(Spec):
         if len(set(names)) != len(names):
             raise ValueError(f"stage names must be unique, got {names}")
         return stages
+
+    @field_validator("embedding_cache")
+    @classmethod
+    def _local_store(cls, value):
+        if value is not None and "://" in value:
+            raise ValueError(f"embedding_cache must be a mounted folder, not a URI: {value!r}")
+        return value
 
     def run_dir(self) -> str:
         return os.path.join(self.storage, self.name)

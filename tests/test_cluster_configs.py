@@ -209,3 +209,84 @@ def test_runtime_envs_are_valid(name):
     check_runtime_env(raw)
     assert raw["working_dir"] == "."
     assert {".venv", "outputs", ".git"} <= set(raw["excludes"])
+
+
+def _node_offers(spec: dict) -> tuple[dict, dict, int]:
+    """(head, worker pod, max workers): each as {"CPU", "GPU", "mounts"} from the manifest."""
+    def offer(group: dict, ray_cpus: str | None) -> dict:
+        container = group["template"]["spec"]["containers"][0]
+        limits = container["resources"]["limits"]
+        return {"CPU": float(ray_cpus if ray_cpus is not None else limits["cpu"]),
+                "GPU": float(limits.get("nvidia.com/gpu", 0)),
+                "mounts": {m["mountPath"] for m in container.get("volumeMounts", [])}}
+
+    head = spec["headGroupSpec"]
+    (worker,) = spec["workerGroupSpecs"]
+    return (offer(head, head["rayStartParams"].get("num-cpus")),
+            offer(worker, worker["rayStartParams"].get("num-cpus")), worker["maxReplicas"])
+
+
+def msmarco_actors(recipe, tmp_path) -> list[tuple[str, int, float, float, bool]]:
+    """(what, how many, CPUs each, GPUs each, pinned to the driver's node) for every actor a
+    recipe's stages ask for: trainers, the teacher pool, dense encoding (mining and
+    evaluation) and the faiss searcher, as the pipeline places them (`RunContext`)."""
+    from raykd.pipeline.context import RunContext
+
+    ctx = RunContext(recipe.model_copy(update={"storage": str(tmp_path)}))
+    out = []
+    for stage in recipe.stages:
+        train = stage.train
+        out.append((f"{stage.name} trainers", train.num_workers, train.cpus_per_worker,
+                    1.0 if train.use_gpu else 0.0, False))
+        if stage.teacher is not None and stage.teacher.kind != "precomputed":
+            gpus = recipe.teacher_num_gpus
+            out.append((f"{stage.name} teacher", recipe.teacher_concurrency,
+                        0.0 if gpus else 1.0, gpus, False))
+        if recipe.student.kind == "late_interaction":
+            continue  # late-interaction evaluation and the collective teacher: out of scope
+        mining = ctx.mining_resources(stage)
+        gpus, searcher = mining["num_gpus"], mining["searcher"]
+        out.append((f"{stage.name} encoders", mining["concurrency"], 0.0 if gpus else 1.0,
+                    gpus, False))
+        out.append((f"{stage.name} searcher", 1, searcher.cpus, gpus, searcher.pinned))
+    return out
+
+
+@pytest.mark.parametrize("name", ["adam", "ckl", "margin_mse", "prod", "collective_kd"])
+def test_the_msmarco_rayjob_hosts_every_actor_its_recipes_ask_for(name, tmp_path):
+    """Guards a paper-scale run that cannot start: every actor of an MS MARCO recipe (trainers,
+    teacher pool, GPU corpus encoders, the faiss searcher) fits a node of the RayJob (the head
+    offers 0 Ray CPUs, so nothing pinned to the driver's node may ask for a CPU), each pool fits
+    the GPU group at its largest, and the corpus encodings live on the volume every pod mounts
+    (the searcher may then run on a worker)."""
+    from raykd.config import load_recipe
+    from raykd.recipes import bundled_path
+
+    job = next(d for _, d in manifests() if d["metadata"]["name"] == "raykd-msmarco"
+               and d["kind"] == "RayJob")
+    head, worker, replicas = _node_offers(job["spec"]["rayClusterSpec"])
+    recipe = load_recipe(bundled_path(f"msmarco/{name}"))
+    for what, count, cpus, gpus, pinned in msmarco_actors(recipe, tmp_path):
+        node = head if pinned else worker
+        assert cpus <= node["CPU"] and gpus <= node["GPU"], \
+            f"{name}: {what} ({cpus} CPU, {gpus} GPU) fits no {'head' if pinned else 'worker'}"
+        assert count * gpus <= replicas * worker["GPU"], f"{name}: {what} GPUs"
+        assert count * cpus <= replicas * worker["CPU"], f"{name}: {what} CPUs"
+    if recipe.student.kind != "late_interaction":
+        cache = recipe.embedding_cache
+        assert cache and all(any(cache.startswith(m + "/") for m in n["mounts"])
+                             for n in (head, worker)), f"{name}: embedding_cache {cache}"
+
+
+def test_a_searcher_pinned_to_the_head_does_not_fit(tmp_path):
+    """Guards the check itself: without a shared embedding_cache the searcher is pinned to the
+    driver's node, whose 0 Ray CPUs cannot host it."""
+    from raykd.config import load_recipe
+    from raykd.recipes import bundled_path
+
+    recipe = load_recipe(bundled_path("msmarco/adam"), ["embedding_cache=null"])
+    job = next(d for _, d in manifests() if d["kind"] == "RayJob"
+               and d["metadata"]["name"] == "raykd-msmarco")
+    head, _, _ = _node_offers(job["spec"]["rayClusterSpec"])
+    (searcher,) = [a for a in msmarco_actors(recipe, tmp_path) if a[0].endswith("searcher")]
+    assert searcher[4] and searcher[2] > head["CPU"]

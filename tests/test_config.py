@@ -97,6 +97,23 @@ def test_mining_index_fields_leave_existing_candidate_cache_keys_unchanged():
     assert len(changed) == 2 and "8a7e7064ab6542ef" not in changed
 
 
+def test_mining_resources_never_enter_the_candidate_cache_key():
+    """Guards the candidate cache: where mining runs (encoder pool, GPUs, searcher CPUs) does
+    not change what it mines, so the key is the one before the fields existed, at their
+    defaults and set; a bad value is refused naming the field."""
+    from raykd.config import DataSpec
+    from raykd.fingerprint import stable_hash
+
+    placed = DataSpec(mining_concurrency=8, mining_gpus_per_actor=1.0, mining_search_cpus=8)
+    assert stable_hash(placed.labelled_key()) == "8a7e7064ab6542ef"
+    assert stable_hash(DataSpec().labelled_key()) == "8a7e7064ab6542ef"
+    with pytest.raises(ConfigError) as err:
+        load_recipe(RECIPES_DIR / "adam.yaml", ["stages.0.data.mining_search_cpus=0"])
+    assert err.value.field == "stages.0.data.mining_search_cpus"
+    with pytest.raises(ConfigError, match="embedding_cache"):
+        load_recipe(RECIPES_DIR / "adam.yaml", ["embedding_cache=s3://bucket/emb"])
+
+
 def test_structural_errors_name_the_problem():
     """Guards recipe-level checks: no stages, duplicate names, incomplete teachers."""
     with pytest.raises(ConfigError, match="stages"):

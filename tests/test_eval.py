@@ -142,3 +142,26 @@ def test_corpus_embeddings_are_cached_by_weights_not_path(ray_local, toy_beir, t
     cls_dir = BiEncoder.from_pretrained(str(first_dir), pooling="cls").save(tmp_path / "c")
     with pytest.raises(AssertionError, match="encoded again"):
         corpus_index(str(cls_dir), corpus, cache_dir=cache, concurrency=1)
+
+
+def test_evaluation_in_a_searcher_actor_ranks_as_in_the_driver(ray_local, toy_beir,
+                                                               tiny_encoder_dir, tmp_path):
+    """Guards moving a large corpus's evaluation out of the driver: the same flat index
+    searched in a `StoreSearcher` actor (unpinned, 2 CPUs and faiss threads) gives the
+    driver's run exactly, scores included; `auto` on a small corpus is flat in the driver."""
+    from raykd.data.beir import BeirDataset
+    from raykd.eval.retrieval import dense_retrieval
+    from raykd.index.search import SearcherPlacement
+
+    dataset = BeirDataset.from_dir(toy_beir)
+    common = dict(k=4, concurrency=1, batch_size=2, cache_dir=str(tmp_path / "emb"))
+    here = dense_retrieval(tiny_encoder_dir, dataset, "test", **common)
+    auto = dense_retrieval(tiny_encoder_dir, dataset, "test", index_kind="auto", **common)
+    actor = dense_retrieval(tiny_encoder_dir, dataset, "test", in_actor=True,
+                            searcher=SearcherPlacement(cpus=2, pinned=False), **common)
+    uncached = dense_retrieval(tiny_encoder_dir, dataset, "test", k=4, concurrency=1,
+                               batch_size=2)
+    assert here.run == auto.run == actor.run
+    assert {q: list(r) for q, r in here.run.items()} == \
+        {q: list(r) for q, r in uncached.run.items()}
+    assert here.metrics == actor.metrics

@@ -431,7 +431,8 @@ def tiny_overrides(recipe, prepared: Path, encoder: str, cross_encoder: str,
                    storage: Path) -> list[str]:
     """Overrides that swap every model for a tiny local one and shrink the budget (CPU, one
     worker, 2 steps, 12/24-token texts), the data for the prepared fixture; nothing else."""
-    out = [f"storage={storage}", "tracking.enabled=false", "teacher_num_gpus=0",
+    out = [f"storage={storage}", "embedding_cache=null", "tracking.enabled=false",
+           "teacher_num_gpus=0",
            "teacher_concurrency=1", f"student.model={encoder}", "student.query_max_length=12",
            "student.passage_max_length=24"]
     if recipe.student.num_layers:
@@ -443,7 +444,8 @@ def tiny_overrides(recipe, prepared: Path, encoder: str, cross_encoder: str,
                 f"{p}.train.cpus_per_worker=1", f"{p}.train.batch_size=4",
                 f"{p}.train.max_steps=2", f"{p}.train.checkpoint_every=null",
                 f"{p}.train.log_every=1", f"{p}.eval.k=10", f"{p}.eval.passage_max_length=24",
-                f"{p}.eval.query_max_length=12"]
+                f"{p}.eval.query_max_length=12", f"{p}.data.mining_concurrency=1",
+                f"{p}.data.mining_gpus_per_actor=0", f"{p}.data.mining_search_cpus=1"]
         if stage.data.candidates:
             out.append(f"{p}.data.candidates={prepared}/candidates/"
                        f"{Path(stage.data.candidates).name}")

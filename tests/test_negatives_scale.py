@@ -125,10 +125,12 @@ def test_streamed_union_mining_equals_the_whole_set_path(ray_local, toy_beir_dir
                                                           tiny_encoder_dir):
     """Guards the streamed dense path with Ray (the searcher actor kept across chunks, the
     texts actor): union mining in chunks of 5 equals the whole-set path, byte for byte
-    whatever the chunk size, with flat or IVF search."""
+    whatever the chunk size and wherever the searcher runs (pinned with 1 CPU, or placed by
+    Ray with 2 CPUs and faiss threads), with flat or IVF search."""
     from pathlib import Path
 
     from raykd.data.beir import BeirDataset
+    from raykd.index.search import SearcherPlacement
     from raykd.negatives import NegativeSampler, mine_negatives
 
     data = Path(toy_beir_dir)
@@ -139,10 +141,12 @@ def test_streamed_union_mining_equals_the_whole_set_path(ray_local, toy_beir_dir
     sampler = NegativeSampler(num_negatives=4, sampling="random", depth=10, seed=2)
     old = _old_path_groups(data, queries, qrels, "union", 10, sampler, **options)
     outs = {}
+    placed = {5: None, 1024: SearcherPlacement(cpus=2, pinned=False)}
     for chunk in (5, 1024):
         outs[chunk] = tmp_path / f"c{chunk}.parquet"
         report = mine_negatives(data, "train", outs[chunk], source="union", depth=10,
-                                num_negatives=4, seed=2, chunk=chunk, **options)
+                                num_negatives=4, seed=2, chunk=chunk, searcher=placed[chunk],
+                                **options)
         assert report.groups == len(old) and {"bm25", "dense", "texts"} <= set(report.seconds)
     assert list(iter_groups(outs[5])) == old
     assert outs[5].read_bytes() == outs[1024].read_bytes()

@@ -13,6 +13,7 @@ from raykd.data.records import passage_text
 from raykd.eval.metrics import DEFAULT_MEASURES, evaluate_run, run_from_results, write_trec_run
 
 log = logging.getLogger(__name__)
+SEARCH_CHUNK = 1024  # queries per call to a search actor
 
 
 @dataclass
@@ -40,28 +41,73 @@ def dense_retrieval(model_path: str, dataset: BeirDataset, split: str = "test", 
                     concurrency: int = 2, num_gpus: float = 0.0, batch_size: int = 64,
                     index_kind: str = "flat", student_options: dict | None = None,
                     measures=DEFAULT_MEASURES, rel: int = 1, name: str = "dense",
-                    cache_dir: str | None = None) -> RetrievalResult:
+                    cache_dir: str | None = None, searcher=None,
+                    in_actor: bool | None = None) -> RetrievalResult:
     """Encode the corpus on a Ray Data actor pool (or read it from `cache_dir`), index it
-    with faiss, search the split's queries."""
-    from raykd.index.search import corpus_index
-    from raykd.students import BiEncoder
+    with faiss (`index_kind`; ``auto``: flat below `FLAT_BELOW` passages, IVF above), search
+    the split's queries. `in_actor` (default: with `cache_dir`, a corpus of `FLAT_BELOW`
+    passages or more) indexes and searches in a `StoreSearcher` actor placed by `searcher`,
+    as mining does, so the driver never holds the index; a flat index ranks the same there."""
+    from raykd.index.faiss_index import FLAT_BELOW, resolve_kind
+    from raykd.index.store import corpus_embeddings, store_size
 
     timings = {}
     start = time.perf_counter()
     queries = dataset.queries(split)
     qids = sorted(queries)
-    query_model = BiEncoder.from_pretrained(model_path, **(student_options or {}))
-    index = corpus_index(model_path, str(dataset.corpus_path), student_options=student_options,
-                         concurrency=concurrency, num_gpus=num_gpus, batch_size=batch_size,
-                         index_kind=index_kind, cache_dir=cache_dir)
-    timings["encode_index"] = time.perf_counter() - start
-    start = time.perf_counter()
-    query_vectors = query_model.encode_queries([queries[q] for q in qids], batch_size=batch_size)
-    scores, ids = index.search(query_vectors, k)
-    timings["search"] = time.perf_counter() - start
+    texts = [queries[q] for q in qids]
+    encode = dict(student_options=student_options, concurrency=concurrency, num_gpus=num_gpus,
+                  batch_size=batch_size)
+    if cache_dir is None:
+        if in_actor:
+            raise ValueError("dense_retrieval(in_actor=True) needs a cache_dir for the store")
+        scores, ids = _search_here(model_path, dataset, texts, k, index_kind, encode, timings,
+                                   start)
+    else:
+        _, folder = corpus_embeddings(model_path, str(dataset.corpus_path), cache_dir=cache_dir,
+                                      load=False, **encode)
+        size = store_size(folder)
+        kind = resolve_kind(index_kind, size)
+        if in_actor if in_actor is not None else size >= FLAT_BELOW:
+            scores, ids = _search_in_actor(model_path, folder, texts, k, kind, encode,
+                                           searcher, timings, start)
+        else:
+            scores, ids = _search_here(model_path, dataset, texts, k, kind,
+                                       dict(encode, cache_dir=cache_dir), timings, start)
+    timings["search"] = time.perf_counter() - start - timings["encode_index"]
     run = run_from_results(qids, scores, ids)
     metrics = evaluate_run(dataset.qrels(split), run, measures, rel)
     return RetrievalResult(name, split, metrics, run, timings)
+
+
+def _search_here(model_path, dataset, texts, k, kind, encode, timings, start):
+    """Index and search in this process (a small corpus): (scores, pids per query)."""
+    from raykd.index.search import corpus_index
+    from raykd.students import BiEncoder
+
+    query_model = BiEncoder.from_pretrained(model_path, **(encode["student_options"] or {}))
+    index = corpus_index(model_path, str(dataset.corpus_path), index_kind=kind, **encode)
+    timings["encode_index"] = time.perf_counter() - start
+    vectors = query_model.encode_queries(texts, batch_size=encode["batch_size"])
+    return index.search(vectors, k)
+
+
+def _search_in_actor(model_path, folder, texts, k, kind, encode, searcher, timings, start):
+    """Index and search in a `StoreSearcher` actor, queries sent `SEARCH_CHUNK` at a time."""
+    import numpy as np
+
+    from raykd.index.search import store_searcher
+
+    scores, ids = [], []
+    with store_searcher(folder, model_path, student_options=encode["student_options"],
+                        index_kind=kind, batch_size=encode["batch_size"],
+                        num_gpus=encode["num_gpus"], placement=searcher) as search:
+        timings["encode_index"] = time.perf_counter() - start
+        for i in range(0, len(texts), SEARCH_CHUNK):
+            part_scores, part_ids = search(texts[i:i + SEARCH_CHUNK], k)
+            scores.append(part_scores)
+            ids.extend(part_ids)
+    return np.concatenate(scores) if scores else np.zeros((0, k), np.float32), ids
 
 
 def bm25_retrieval(dataset: BeirDataset, split: str = "test", *, k: int = 1000,

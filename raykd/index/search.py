@@ -1,11 +1,13 @@
-"""Search a stored corpus encoding: its faiss index in the driver, or in an actor on this node
-so that the driver holds neither the vectors nor the index."""
+"""Search a stored corpus encoding: its faiss index in the driver, or in an actor so that the
+driver holds neither the vectors nor the index (on this node for a node-local store, on any
+node for a store every node sees; `SearcherPlacement`)."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import ray
 
@@ -32,22 +34,46 @@ def corpus_index(model_path: str, corpus_path: str, *, student_options: dict | N
     return index
 
 
+@dataclass(frozen=True)
+class SearcherPlacement:
+    """Where a `StoreSearcher` runs: `cpus` logical CPUs reserved and as many faiss threads;
+    `pinned` keeps it on the driver's node (the store is on that node's disk), else Ray places
+    it on any node with the resources free (the store is on storage every node mounts)."""
+
+    cpus: int = 1
+    pinned: bool = True
+
+    def __post_init__(self):
+        if self.cpus < 1:
+            raise ValueError(f"SearcherPlacement.cpus must be >= 1, got {self.cpus}")
+
+    def options(self, num_gpus: float = 0.0) -> dict:
+        """The actor's Ray options."""
+        placed = {"scheduling_strategy": on_this_node()} if self.pinned else {}
+        return {"num_cpus": self.cpus, "num_gpus": num_gpus, **placed}
+
+
 class StoreSearcher:
     """Ray actor: the faiss index of a stored corpus encoding plus the query encoder, so neither
     the corpus vectors nor the index live in the driver (the index is N x dim floats here)."""
 
     def __init__(self, folder: str, model_path: str, student_options: dict | None = None,
                  index_kind: IndexKind = "flat", batch_size: int = 64,
-                 nprobe: int | None = None):
+                 nprobe: int | None = None, threads: int | None = None):
+        import faiss
+
         from raykd.students import BiEncoder
 
+        if threads:
+            faiss.omp_set_num_threads(threads)
         self.index = EmbeddingStore.load(folder, mmap=True).index(index_kind, nprobe=nprobe)
         self.model = BiEncoder.from_pretrained(model_path, **(student_options or {}))
         self.batch_size = batch_size
 
-    def search(self, texts: list[str], k: int) -> list[list[str]]:
+    def search(self, texts: list[str], k: int):
+        """(scores [n, k'], top-k pids per query) for query texts."""
         vectors = self.model.encode_queries(texts, batch_size=self.batch_size)
-        return self.index.search(vectors, k)[1]
+        return self.index.search(vectors, k)
 
 
 def on_this_node():
@@ -61,15 +87,15 @@ def on_this_node():
 @contextmanager
 def store_searcher(folder, model_path: str, *, student_options: dict | None = None,
                    index_kind: IndexKind = "flat", nprobe: int | None = None,
-                   batch_size: int = 64, num_gpus: float = 0.0
-                   ) -> Iterator[Callable[[list[str], int], list[list[str]]]]:
-    """``search(query_texts, k) -> top-k pids per query``, answered by a `StoreSearcher` actor
-    on this node that lives as long as the context (one index build for any number of query
-    chunks)."""
-    actor = ray.remote(StoreSearcher).options(
-        num_cpus=0 if num_gpus else 1, num_gpus=num_gpus,
-        scheduling_strategy=on_this_node()).remote(
-        str(folder), str(model_path), student_options, index_kind, batch_size, nprobe)
+                   batch_size: int = 64, num_gpus: float = 0.0,
+                   placement: SearcherPlacement | None = None) -> Iterator[Callable]:
+    """``search(query_texts, k) -> (scores, top-k pids per query)``, answered by a
+    `StoreSearcher` actor placed by `placement` (default: 1 CPU on this node) that lives as
+    long as the context (one index build for any number of query chunks)."""
+    placement = placement or SearcherPlacement()
+    actor = ray.remote(StoreSearcher).options(**placement.options(num_gpus)).remote(
+        str(folder), str(model_path), student_options, index_kind, batch_size, nprobe,
+        placement.cpus)
     try:
         yield lambda texts, k: ray.get(actor.search.remote(list(texts), k))
     finally:

@@ -51,6 +51,11 @@ def encoder_key(model_path: str | os.PathLike, options) -> str:
     })
 
 
+def store_size(folder: str | os.PathLike) -> int:
+    """The passage count of a stored encoding, from its meta file (no vectors read)."""
+    return int(json.loads((Path(folder) / "meta.json").read_text())["count"])
+
+
 def store_folder(cache_dir: str | os.PathLike, encoder: str,
                  corpus_path: str | os.PathLike) -> Path:
     return Path(cache_dir) / f"{encoder}-corpus-{_corpus_sha(corpus_path)[:16]}"

@@ -164,13 +164,14 @@ def mine_negatives(data, split: str, out, *, source: Source = "union",
                    student_options: dict | None = None, index_kind: str = "auto",
                    nprobe: int | None = None, k1: float = 1.5, b: float = 0.75,
                    max_queries: int | None = None, cache_dir: str | None = None,
-                   chunk: int = QUERY_CHUNK) -> MiningReport:
+                   chunk: int = QUERY_CHUNK, searcher=None) -> MiningReport:
     """Mine, sample and write the candidate groups of a BEIR split (`data`: a folder or a
     `BeirDataset`). Dense sources need Ray (`raykd.runtime.init_ray()`). `max_queries` keeps a
     seeded sample of the split's labelled queries (a smaller training budget). Dense search
     uses `index_kind` (``auto``: exact flat below `raykd.index.faiss_index.FLAT_BELOW` passages,
     IVF with `nprobe` above); queries stream through ranking, sampling and writing `chunk` at
-    a time."""
+    a time. Dense mining encodes the corpus on `concurrency` actors of `num_gpus` each and
+    searches it in an actor placed by `searcher` (a `raykd.index.search.SearcherPlacement`)."""
     from raykd.data.beir import BeirDataset
 
     dataset = data if isinstance(data, BeirDataset) else BeirDataset.from_dir(data)
@@ -187,7 +188,8 @@ def mine_negatives(data, split: str, out, *, source: Source = "union",
                        num_shards=num_shards, fmt=fmt, source=source, depth=depth,
                        model=model, k1=k1, b=b, concurrency=concurrency, num_gpus=num_gpus,
                        batch_size=batch_size, student_options=student_options,
-                       index_kind=index_kind, nprobe=nprobe, cache_dir=cache_dir, chunk=chunk)
+                       index_kind=index_kind, nprobe=nprobe, cache_dir=cache_dir, chunk=chunk,
+                       searcher=searcher)
     _write_record(Path(out), report, {
         "data": str(dataset.root), "split": split, "source": source,
         "model": model if source != "bm25" else None, "depth": depth,
@@ -206,7 +208,7 @@ def mine_pseudo_queries(data, out, *, count: int, rule: str = "sentence", pseudo
                         concurrency: int = 2, num_gpus: float = 0.0, batch_size: int = 64,
                         student_options: dict | None = None, index_kind: str = "auto",
                         nprobe: int | None = None, k1: float = 1.5, b: float = 0.75,
-                        cache_dir: str | None = None,
+                        cache_dir: str | None = None, searcher=None,
                         source_as_positive: bool = False, echo=log.info) -> MiningReport:
     """Candidate groups for queries nobody labelled: pseudo-queries made from a seeded sample
     of `count` corpus passages (`raykd.data.pseudo_queries`), ranked by the same first stage
@@ -243,7 +245,7 @@ def mine_pseudo_queries(data, out, *, count: int, rule: str = "sentence", pseudo
                        source=source, depth=depth, model=model, k1=k1, b=b,
                        concurrency=concurrency, num_gpus=num_gpus, batch_size=batch_size,
                        student_options=student_options, index_kind=index_kind,
-                       nprobe=nprobe, cache_dir=cache_dir)
+                       nprobe=nprobe, cache_dir=cache_dir, searcher=searcher)
     if not source_as_positive:  # the sources only steered sampling: no candidate is labelled
         report.positives = 0
     _write_record(Path(out), report, {
@@ -331,7 +333,8 @@ def _write_record(out: Path, report: MiningReport, params: dict) -> None:
 
 def mine_from_spec(spec, out, *, model: str | None = "minilm", **options) -> MiningReport:
     """Mine with a `raykd.config.DataSpec` (negatives_from, depth, sampling, window, seed,
-    mining_index, mining_nprobe)."""
+    mining_index, mining_nprobe); resources (`concurrency`, `num_gpus`, `searcher`) come in
+    `options`."""
     return mine_negatives(spec.dataset_dir(), spec.split, out, source=spec.negatives_from,
                           model=model, depth=spec.depth, num_negatives=spec.num_negatives,
                           sampling=spec.sampling, window=tuple(spec.window), seed=spec.seed,

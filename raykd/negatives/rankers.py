@@ -87,11 +87,13 @@ def bm25_ranker(corpus_path, depth: int, *, k1: float = 1.5, b: float = 0.75,
 def dense_ranker(corpus_path, model: str, depth: int, *, concurrency: int = 2,
                  num_gpus: float = 0.0, batch_size: int = 64,
                  student_options: dict | None = None, index_kind: str = "auto",
-                 nprobe: int | None = None, cache_dir: str | None = None) -> Iterator[Ranker]:
+                 nprobe: int | None = None, cache_dir: str | None = None,
+                 searcher=None) -> Iterator[Ranker]:
     """Dense top-`depth` per query of each chunk: the corpus encoded by a Ray Data actor pool
     into the embedding store (reused from `cache_dir` when the same model encoded the same
     corpus; a temporary one otherwise), searched in an actor: the driver holds neither the
-    vectors nor the index."""
+    vectors nor the index. `searcher`: the search actor's `SearcherPlacement` (default: 1 CPU
+    on this node)."""
     import tempfile
 
     from raykd.index.search import store_searcher
@@ -106,12 +108,12 @@ def dense_ranker(corpus_path, model: str, depth: int, *, concurrency: int = 2,
                                       num_gpus=num_gpus, batch_size=batch_size, load=False)
         with store_searcher(folder, model_path, student_options=student_options,
                             index_kind=index_kind, nprobe=nprobe, batch_size=batch_size,
-                            num_gpus=num_gpus) as search:
+                            num_gpus=num_gpus, placement=searcher) as search:
             def rank(queries: Mapping[str, str]) -> Rankings:
                 qids = list(queries)
                 if not qids:
                     return {}
-                ids = search([queries[q] for q in qids], depth)
+                _, ids = search([queries[q] for q in qids], depth)
                 return {q: list(row) for q, row in zip(qids, ids, strict=True)}
 
             yield rank

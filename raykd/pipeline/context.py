@@ -67,7 +67,8 @@ class RunContext:
         self.echo = echo
         cache = recipe.score_cache or self.storage.uri("score_cache")
         self.cache_dir = cache if is_uri(cache) else str(Path(cache).resolve())
-        self.embedding_cache = str((self.run_dir.parent / "embedding_cache").resolve())
+        self.embedding_cache = str(Path(recipe.embedding_cache or
+                                        self.run_dir.parent / "embedding_cache").resolve())
         self.candidates_root = self.shared_dir("candidates")
         self.tracker = Tracker(recipe.name, "", "", enabled=False)  # run() opens the real one
         self.train_callbacks, self.worker_extra = list(train_callbacks), dict(worker_extra or {})
@@ -98,6 +99,20 @@ class RunContext:
         if stage.data.negatives_model:  # another model: the student's truncation is not its
             opts.pop("num_layers", None)
         return {**opts, **stage.eval.student_options()}
+
+    def mining_resources(self, stage: Stage) -> dict:
+        """Dense mining's resources from `stage.data`: the encoder pool and the searcher's
+        placement (pinned to the driver's node unless the recipe's store is shared)."""
+        data = stage.data
+        return {"concurrency": data.mining_concurrency, "num_gpus": data.mining_gpus_per_actor,
+                "searcher": self.searcher(data.mining_search_cpus)}
+
+    def searcher(self, cpus: int = 1):
+        """A search actor's placement: `cpus` CPUs, on the driver's node unless the recipe's
+        `embedding_cache` is storage every node sees."""
+        from raykd.index.search import SearcherPlacement
+
+        return SearcherPlacement(cpus, pinned=self.recipe.embedding_cache is None)
 
     def score(self, stage: Stage, candidates: str, scored: Path):
         """Teacher scores for candidate groups: Ray Data actor pool, score cache, resumable."""

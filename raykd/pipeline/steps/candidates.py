@@ -124,7 +124,7 @@ def labelled_candidates(ctx: RunContext, stage: Stage, source: FirstStage, model
         ctx.echo(f"[raykd] mining {data.negatives_from} negatives for {data.split} -> {out}")
         mine_from_spec(data, out, model=model if source.uses_model else None,
                        student_options=ctx.retrieval_options(stage), fmt="parquet",
-                       cache_dir=ctx.embedding_cache)
+                       cache_dir=ctx.embedding_cache, **ctx.mining_resources(stage))
 
     out, _ = cached_artifact(ctx.candidates_root, f"{data.split}-{data.negatives_from}",
                              {"data": data.labelled_key(), "model": model},
@@ -155,7 +155,7 @@ def pseudo_candidates(ctx: RunContext, stage: Stage, source: FirstStage, model: 
             nprobe=data.mining_nprobe, fmt="parquet",
             student_options=ctx.retrieval_options(stage),
             cache_dir=ctx.embedding_cache, source_as_positive=pseudo.source_as_positive,
-            echo=ctx.echo)
+            echo=ctx.echo, **ctx.mining_resources(stage))
 
     out, _ = cached_artifact(ctx.candidates_root, "corpus-pseudo",
                              {"dataset": str(data.dataset_dir()),

@@ -1,5 +1,6 @@
 """The evaluate step: full retrieval with the stage's student on its eval split, by the
-retrieval its student kind registered (`pipeline/kinds.py`); runs and metrics kept."""
+retrieval its student kind registered (`pipeline/kinds.py`); runs and metrics kept. A dense
+student's corpus is encoded and searched with the stage's dense-mining resources."""
 
 from __future__ import annotations
 
@@ -17,13 +18,17 @@ def evaluate(ctx: RunContext, student: str, stage: Stage, split: str,
              options: dict | None = None):
     """Retrieve `split` with `student` by the stage's eval settings; the retrieval result."""
     dataset = BeirDataset.from_dir(stage.data.dataset_dir())
-    retrieval = student_kind(ctx.recipe).retrieval
-    return retrieval(student, dataset, split, k=stage.eval.k,
-                     student_options={**(options or {}), **stage.eval.student_options()},
-                     measures=stage.eval.measures, rel=stage.eval.rel,
-                     name=Path(student).parent.name,
-                     concurrency=ctx.recipe.teacher_concurrency,
-                     cache_dir=ctx.embedding_cache)
+    kind = student_kind(ctx.recipe)
+    resources = {"concurrency": ctx.recipe.teacher_concurrency}
+    if kind.bi_encoder:
+        resources = {"index_kind": stage.eval.index, **ctx.mining_resources(stage)}
+        if not resources["num_gpus"]:  # CPU encoders: the recipe's pool, as it always was
+            resources["concurrency"] = ctx.recipe.teacher_concurrency
+    return kind.retrieval(student, dataset, split, k=stage.eval.k,
+                          student_options={**(options or {}), **stage.eval.student_options()},
+                          measures=stage.eval.measures, rel=stage.eval.rel,
+                          name=Path(student).parent.name, cache_dir=ctx.embedding_cache,
+                          **resources)
 
 
 def _has_split(stage: Stage) -> bool:

@@ -35,7 +35,8 @@ def confusing_candidates(ctx: RunContext, state: StageState) -> StageState:
     queries, qrels = dataset.queries(stage.data.split), dataset.qrels(stage.data.split)
     student_rankings = mine_rankings(
         "student", dataset.corpus_path, queries, 15, model=student_in,
-        student_options=ctx.retrieval_options(stage), cache_dir=ctx.embedding_cache)
+        student_options=ctx.retrieval_options(stage), cache_dir=ctx.embedding_cache,
+        **ctx.mining_resources(stage))
     scored_dir = Path(candidates + "-teacher-" + stable_hash(spec_key(stage.teacher)))
     ctx.score(stage, candidates, scored_dir)
     groups = {g["qid"]: g for g in iter_scored(str(scored_dir))}

@@ -70,6 +70,11 @@ def test_held_out_candidates_drop_the_fold_and_are_cached(tmp_path):
     assert len(said) == 1  # the second call read the cache
     other = held_out_candidates(ctx, str(source), HoldoutSpec(folds=2, fold=1))
     assert other != out
+    write_groups_parquet(source / "groups.parquet", [_group(str(i)) for i in range(40, 60)])
+    rewritten = held_out_candidates(ctx, str(source), HoldoutSpec(folds=2, fold=0))
+    assert rewritten != out  # new contents, not the stale filtered copy
+    assert [g["qid"] for g in iter_groups(Path(rewritten) / "groups.parquet")] == [
+        str(i) for i in range(40, 60) if fold_of(str(i), 2) == 1]
 
 
 def _scores_file(path, groups, offset: float) -> str:

@@ -9,12 +9,16 @@ GROUPS_FILE = "groups.parquet"
 STUDENT_DIR = "student"  # a trained student's folder (a stage's, and the run's final one)
 
 
+def group_files(path: str | Path) -> list[Path]:
+    """The files of a candidate-group path: the file itself, or a folder's parquet files."""
+    return sorted(Path(path).glob("*.parquet")) if Path(path).is_dir() else [Path(path)]
+
+
 def iter_scored(path: str | Path):
     """The candidate groups of a parquet file, or of every parquet file in a folder."""
     from raykd.data.groups import iter_groups
 
-    files = sorted(Path(path).glob("*.parquet")) if Path(path).is_dir() else [Path(path)]
-    for file in files:
+    for file in group_files(path):
         yield from iter_groups(file)
 
 

@@ -19,7 +19,7 @@ import yaml
 from raykd.config import HoldoutSpec, Stage
 from raykd.errors import ConfigError
 from raykd.pipeline.context import RunContext, StageState
-from raykd.pipeline.files import GROUPS_FILE, MINING_MARKER, iter_scored
+from raykd.pipeline.files import GROUPS_FILE, MINING_MARKER, group_files, iter_scored
 from raykd.pipeline.kinds import student_kind
 from raykd.pipeline.steps.registry import register_step
 from raykd.storage import atomic_path, cached_artifact
@@ -61,9 +61,11 @@ def candidates(ctx: RunContext, state: StageState) -> str:
 
 
 def held_out_candidates(ctx: RunContext, path: str, holdout: HoldoutSpec) -> str:
-    """The groups of `path` whose query is outside the held-out fold (cached)."""
+    """The groups of `path` whose query is outside the held-out fold (cached by the files'
+    contents)."""
     from raykd.data.folds import FOLD_RULE, outside_fold
     from raykd.data.groups import write_groups_parquet
+    from raykd.fingerprint import file_sha256
 
     def keep(out: Path) -> None:
         out.mkdir(parents=True, exist_ok=True)
@@ -78,8 +80,10 @@ def held_out_candidates(ctx: RunContext, path: str, holdout: HoldoutSpec) -> str
             tmp.write_text(yaml.safe_dump({"from": path, "holdout": holdout.model_dump(),
                                            "rule": FOLD_RULE, "groups": kept}, sort_keys=False))
 
+    contents = [file_sha256(f) for f in group_files(path)]  # a user's file may be rewritten
     out, _ = cached_artifact(ctx.candidates_root, "holdout",
-                             {"from": path, "holdout": holdout.model_dump(mode="json")}, keep,
+                             {"from": path, "contents": contents,
+                              "holdout": holdout.model_dump(mode="json")}, keep,
                              marker=MINING_MARKER)
     return str(out)
 

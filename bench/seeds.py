@@ -62,7 +62,11 @@ CONTINUE = ("student.model=outputs/contrastive-all-s{seed}/student",
             "data.negatives_model=minilm", "train.lr=2e-5")
 TEACHER3 = "teacher=bench/recipes/teachers/bm25_bi_li.yaml"
 TEACHER_XF = "teacher=bench/recipes/teachers/xf_bm25_bi_li.yaml"
+TEACHER3_256 = "teacher=bench/recipes/teachers/bm25_bi256_li.yaml"
+TEACHER_NEURAL = "teacher=bench/recipes/teachers/bi256_li.yaml"
 LABELS = "loss.params.label_weight=1"  # + InfoNCE on the labelled lists
+# KL over the negatives only: the labels place the positive, the teacher orders the rest.
+DECOUPLED = ("loss.params.exclude_positives=true", "loss.params.positive_margin=null")
 ROWS = [
     Row(BASELINE, "contrastive (InfoNCE on the labels, no teacher)", "jobs/contrastive.py", ALL),
     Row("corpus-kd", "KL on labelled + 709 corpus pseudo-queries, teacher lifted by the labels",
@@ -130,6 +134,17 @@ ROWS = [
     Row("xf-kd3-len256", "KL + InfoNCE from the cross-fitted BM25 + bi-encoder + MaxSim, "
         "labelled queries, passages at 256 tokens in training", "jobs/corpus_kd.py",
         (TEACHER_XF, LABELS, "data.queries=labelled", "student.passage_max_length=256")),
+    # Decoupled KD (`loss.params.exclude_positives`): InfoNCE places the positive, the KL only
+    # orders the negatives, so the teacher can no longer pull a positive down; teachers with the
+    # bi-encoder trained at 256 tokens, with and without BM25 (weights on dev).
+    Row("dkd3-len256", "InfoNCE + KL over the negatives from BM25 + bi-encoder (256) + MaxSim, "
+        "labelled queries, 256 tokens", "jobs/corpus_kd.py",
+        (TEACHER3_256, LABELS, *DECOUPLED, "data.queries=labelled",
+         "student.passage_max_length=256")),
+    Row("dkd-neural-len256", "InfoNCE + KL over the negatives from bi-encoder (256) + MaxSim "
+        "(no BM25), labelled queries, 256 tokens", "jobs/corpus_kd.py",
+        (TEACHER_NEURAL, LABELS, *DECOUPLED, "data.queries=labelled",
+         "student.passage_max_length=256")),
     Row("kl-lifted", "KL on the labelled queries only, teacher lifted by the labels",
         "jobs/corpus_kd.py", ("data.queries=labelled",)),
     Row("ckl-all", "CKL (+ InfoNCE)", "jobs/ckl.py", ALL),

@@ -124,6 +124,29 @@ def test_kl_module_temperature_overrides():
 # --------------------------------------------------------------------------------- InfoNCE
 
 
+def test_kl_exclude_positives_is_kl_over_the_negatives_by_hand():
+    """exclude_positives: on a labelled row the KL of the teacher's and the student's softmax
+    renormalised over the negatives (by hand), so a positive's score gets no gradient from it;
+    a row without a positive keeps its whole list; combining it with positive_margin is
+    refused, naming the field."""
+    student = torch.tensor([[0.2, 0.9, -0.3, 0.4], [0.5, 0.1, 0.0, -0.2]], requires_grad=True)
+    teacher = torch.tensor([[1.0, 3.0, 2.0, -1.0], [0.0, 0.5, 1.5, 1.0]])
+    pos = mask([[False, True, False, False], [False] * 4])
+    loss = build_loss("kl", exclude_positives=True)(student, teacher, pos)
+    neg = [0, 2, 3]
+    p = torch.softmax(teacher[0, neg], dim=-1)
+    q = torch.log_softmax(student[0, neg], dim=-1)
+    row0 = (p * (p.log() - q)).sum()
+    row1 = F.kl_div(torch.log_softmax(student[1], -1), torch.log_softmax(teacher[1], -1),
+                    reduction="sum", log_target=True)
+    assert torch.allclose(loss, (row0 + row1) / 2)
+    assert not torch.allclose(loss, build_loss("kl")(student, teacher, pos))
+    loss.backward()
+    assert student.grad[0, 1] == 0 and student.grad[0, 0] != 0
+    with pytest.raises(ValueError, match="positive_margin"):
+        build_loss("kl", exclude_positives=True, positive_margin=1.0)
+
+
 def test_infonce_single_positive_is_cross_entropy():
     """Guards the contrastive term: -log softmax(s / tau) at the positive, mean over queries."""
     s = rand(4, 6, seed=9)

@@ -98,6 +98,10 @@ class KLLoss(DistillationLoss):
     ``label_weight`` adds that weight times InfoNCE (temperature 1) on the rows that have a
     labelled positive, averaged over those rows: the labels anchor the labelled queries while
     the teacher alone speaks for the unlabelled ones.
+    ``exclude_positives`` takes the KL over each row's negatives only (both softmaxes
+    renormalised over them), the non-target term of decoupled KD (Zhao et al., 2022): the labels
+    alone place the positive (with ``label_weight``), the teacher only orders the rest, so it
+    can never pull a positive down. Rows without a labelled positive keep their whole list.
     """
 
     name = NAME
@@ -114,10 +118,16 @@ class KLLoss(DistillationLoss):
         in_batch: bool = False,
         positive_margin: float | None = None,
         label_weight: float = 0.0,
+        exclude_positives: bool = False,
         validate: bool = True,
     ) -> None:
         super().__init__(validate=validate)
         self.label_weight = check_number(NAME, "label_weight", label_weight, low=0.0)
+        self.exclude_positives = check_bool(NAME, "exclude_positives", exclude_positives)
+        if self.exclude_positives and positive_margin is not None:
+            raise ValueError(f"{NAME}: positive_margin lifts the positives that "
+                             f"exclude_positives leaves out of the KL; set "
+                             f"positive_margin=null")
         if positive_margin is not None and not (
             isinstance(positive_margin, (int, float)) and 0 <= positive_margin < float("inf")
         ):
@@ -144,8 +154,10 @@ class KLLoss(DistillationLoss):
             batch = replace(batch, teacher=lift_positives(batch.teacher, batch.pos_mask,
                                                           batch.valid_mask,
                                                           self.positive_margin))
-        self._check_collapse(batch.teacher, batch.valid_mask, self.teacher_temperature)
-        loss = _kl(batch, self.student_temperature, self.teacher_temperature, self.t2_scaling)
+        target = replace(batch, valid_mask=batch.valid_mask & ~batch.pos_mask) \
+            if self.exclude_positives else batch
+        self._check_collapse(target.teacher, target.valid_mask, self.teacher_temperature)
+        loss = _kl(target, self.student_temperature, self.teacher_temperature, self.t2_scaling)
         if self.label_weight:
             loss = loss + self.label_weight * _labelled_nll(batch)
         return loss
@@ -154,5 +166,5 @@ class KLLoss(DistillationLoss):
         return (
             f"student_temperature={self.student_temperature:g}, "
             f"teacher_temperature={self.teacher_temperature:g}, t2_scaling={self.t2_scaling}, "
-            f"label_weight={self.label_weight:g}"
+            f"label_weight={self.label_weight:g}, exclude_positives={self.exclude_positives}"
         )

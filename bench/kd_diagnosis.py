@@ -11,7 +11,10 @@ label, d/ds = softmax(s) - y. A KL gradient that lowers the positive's score (th
 the positive less mass than the student already does) teaches against the label; the report
 counts those lists, and repeats the numbers for the teacher corrected by the labels
 (`positive_margin`, `raykd.losses.common.lift_positives`). For pseudo-query lists (no label)
-it reports how often the teacher ranks the query's source passage first. Results go to
+it reports how often the teacher ranks the query's source passage first. For the KL over the
+negatives only (`exclude_positives`) it counts the lists where that KL raises the student's
+hardest negative, the one InfoNCE lowers most. `--student` scores the lists with a trained
+model instead, to see them as they are late in training. Results go to
 `outputs/bench/kd_diagnosis.json`.
 """
 
@@ -49,6 +52,13 @@ def list_terms(s: np.ndarray, t: np.ndarray, positive: np.ndarray, temperature: 
     y = positive / positive.sum()
     g_ce = softmax(s) - y
     cos = float(g_kl @ g_ce / (np.linalg.norm(g_kl) * np.linalg.norm(g_ce) + 1e-12))
+    # KL over the negatives only (`exclude_positives`): its gradient on the student's hardest
+    # negative, the one InfoNCE pushes down most, and its agreement with InfoNCE there.
+    neg = ~positive
+    g_neg = softmax(s[neg] / temperature) - softmax(t[neg] / temperature)
+    hardest = int(np.argmax(s[neg]))
+    cos_neg = float(g_neg @ g_ce[neg] / (np.linalg.norm(g_neg) * np.linalg.norm(g_ce[neg])
+                                         + 1e-12))
     order = np.argsort(-t, kind="stable")
     return {"teacher_top1_positive": float(positive[order[0]]),
             "teacher_positive_rank": float(np.flatnonzero(positive[order])[0] + 1),
@@ -57,7 +67,9 @@ def list_terms(s: np.ndarray, t: np.ndarray, positive: np.ndarray, temperature: 
             "kl_lowers_positive": float(g_kl[positive].sum() > 0),
             "kl_grad_norm": float(np.linalg.norm(g_kl)),
             "ce_grad_norm": float(np.linalg.norm(g_ce)),
-            "kl_ce_cosine": cos}
+            "kl_ce_cosine": cos,
+            "neg_kl_raises_hardest_negative": float(g_neg[hardest] < 0),
+            "neg_kl_ce_cosine": cos_neg}
 
 
 def diagnose(groups: list[dict], student_scores: list[np.ndarray], temperature: float,
@@ -114,7 +126,7 @@ def student_list_scores(groups: list[dict], recipe) -> list[np.ndarray]:
 def table(report: dict) -> str:
     keys = ["teacher_top1_positive", "teacher_positive_rank", "teacher_p_positive",
             "student_p_positive", "kl_lowers_positive", "kl_grad_norm", "ce_grad_norm",
-            "kl_ce_cosine"]
+            "kl_ce_cosine", "neg_kl_raises_hardest_negative", "neg_kl_ce_cosine"]
     targets = [k for k in report if k == "teacher" or k.startswith("lifted_")]
     lines = ["| target | " + " | ".join(keys) + " |", "| --- |" + " --- |" * len(keys)]
     for target in targets:
@@ -132,6 +144,11 @@ def main(argv=None) -> None:
     p.add_argument("--scored", required=True, help="a stage's scored candidate groups folder")
     p.add_argument("--recipe", default=str(ROOT / "raykd" / "recipes" / "corpus_kd.yaml"),
                    help="the recipe whose student scores the lists")
+    p.add_argument("--student", default=None,
+                   help="score the lists with this student instead of the recipe's (e.g. a "
+                        "trained run's outputs/<run>/student, to see the lists late in training)")
+    p.add_argument("--passage-max-length", type=int, default=None,
+                   help="the student's passage length (default: the recipe's)")
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--margins", default="0,1,2", help="positive_margin values to compare")
     p.add_argument("--out", default=str(ROOT / "outputs" / "bench" / "kd_diagnosis.json"))
@@ -141,7 +158,10 @@ def main(argv=None) -> None:
         p.error(f"{args.scored}: no scored parquet files")
     groups = [g for f in files for g in iter_groups(f)]
     print(f"[kd_diagnosis] {len(groups)} scored lists from {args.scored}", flush=True)
-    recipe = load_recipe(args.recipe)
+    overrides = ([f"student.model={args.student}"] if args.student else []) + (
+        [f"student.passage_max_length={args.passage_max_length}"]
+        if args.passage_max_length else [])
+    recipe = load_recipe(args.recipe, overrides)
     report = diagnose(groups, student_list_scores(groups, recipe), args.temperature,
                       [float(m) for m in args.margins.split(",") if m])
     report["scored"] = str(args.scored)

@@ -152,6 +152,8 @@ ROWS = [
     Row("adam-all", "ADAM (dark examples + self-paced)", "jobs/adam.py", ALL),
     Row("adam-all-no-dark", "ADAM without dark examples", "jobs/adam.py",
         ALL + ("dark.enabled=false",)),
+    Row("adam-all-no-sp", "ADAM without self-paced selection (rho 1: every query kept)",
+        "jobs/adam.py", ALL + ("loss.params.rho=1.0",)),
 ]
 
 

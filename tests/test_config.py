@@ -60,6 +60,8 @@ def test_overrides_reach_every_stage_or_one(tmp_path):
     (["train.zero_stage=4"], "stages.0.train.zero_stage", "less than or equal to 3"),
     (["loss.name=nope"], "stages.0.loss", "margin_mse"),
     (["loss.params.gamma=-1"], "stages.0.loss", "gamma"),
+    (["loss.name=kl", "loss.params.exclude_positives=true", "loss.params.positive_margin=1"],
+     "stages.0.loss", "set positive_margin=null"),
     (["stages.3.train.lr=1"], "stages.3.train.lr", "not an index"),
     (["train.lr"], "train.lr", "field.path=value"),
     (["student.pooling=max"], "student.pooling", "mean"),

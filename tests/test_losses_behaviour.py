@@ -121,9 +121,6 @@ def test_kl_module_temperature_overrides():
     assert (loss.student_temperature, loss.teacher_temperature) == (3.0, 0.5)
 
 
-# --------------------------------------------------------------------------------- InfoNCE
-
-
 def test_kl_exclude_positives_is_kl_over_the_negatives_by_hand():
     """exclude_positives: on a labelled row the KL of the teacher's and the student's softmax
     renormalised over the negatives (by hand), so a positive's score gets no gradient from it;
@@ -145,6 +142,9 @@ def test_kl_exclude_positives_is_kl_over_the_negatives_by_hand():
     assert student.grad[0, 1] == 0 and student.grad[0, 0] != 0
     with pytest.raises(ValueError, match="positive_margin"):
         build_loss("kl", exclude_positives=True, positive_margin=1.0)
+
+
+# --------------------------------------------------------------------------------- InfoNCE
 
 
 def test_infonce_single_positive_is_cross_entropy():

@@ -145,6 +145,15 @@ ROWS = [
         "(no BM25), labelled queries, 256 tokens", "jobs/corpus_kd.py",
         (TEACHER_NEURAL, LABELS, *DECOUPLED, "data.queries=labelled",
          "student.passage_max_length=256")),
+    # Three passes at the evaluation length (264 steps): a teacher's soft targets are harder to
+    # fit than labels and may pay only on a longer schedule, where labels alone begin to overfit;
+    # the label-only control gets the same budget.
+    Row("contrastive-len256-e3", "contrastive, 256 tokens, 3 epochs", "jobs/contrastive.py",
+        ALL + ("student.passage_max_length=256", "train.epochs=3")),
+    Row("dkd3-len256-e3", "InfoNCE + KL over the negatives from BM25 + bi-encoder (256) + "
+        "MaxSim, labelled queries, 256 tokens, 3 epochs", "jobs/corpus_kd.py",
+        (TEACHER3_256, LABELS, *DECOUPLED, "data.queries=labelled",
+         "student.passage_max_length=256", "train.epochs=3")),
     Row("kl-lifted", "KL on the labelled queries only, teacher lifted by the labels",
         "jobs/corpus_kd.py", ("data.queries=labelled",)),
     Row("ckl-all", "CKL (+ InfoNCE)", "jobs/ckl.py", ALL),

@@ -160,6 +160,26 @@ def test_run_print_recipe_by_bare_name_from_anywhere(tmp_path):
     assert f"recipe: {bundled_path('margin_mse')}" in done.stderr
 
 
+def test_full_is_the_longer_budget_and_excludes_quick(tmp_path):
+    """Guards the `--full` preset: every labelled train query at lr 5e-5 on top of the recipe,
+    named `<recipe>-full`, overridable like any budget, and refused beside `--quick`."""
+    done = _run("-m", "raykd", "run", "adam", "--full", "--print-recipe", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    recipe = json.loads(done.stdout)
+    stage = recipe["stages"][0]
+    assert recipe["name"] == "adam-full"
+    assert stage["data"]["max_queries"] is None and stage["train"]["lr"] == 5e-5
+    shipped = json.loads(_run("-m", "raykd", "run", "adam", "--print-recipe",
+                              cwd=tmp_path).stdout)["stages"][0]
+    assert shipped["data"]["max_queries"] == 320 and shipped["train"]["lr"] != 5e-5
+    later = _run("-m", "raykd", "run", "adam", "--full", "--print-recipe", "train.lr=3e-5",
+                 cwd=tmp_path)
+    assert json.loads(later.stdout)["stages"][0]["train"]["lr"] == 3e-5
+    both = _run("-m", "raykd", "run", "adam", "--full", "--quick", "--print-recipe",
+                cwd=tmp_path)
+    assert both.returncode != 0 and "not allowed with argument" in both.stderr
+
+
 def test_mine_negatives_flags_are_the_recipe_field_names(tmp_path, toy_beir_dir):
     """Guards one name per option across jobs: `--negatives-from`, `--rel` and
     `--passage-max-length` (as in the recipe's data / eval fields) mine BM25 groups."""

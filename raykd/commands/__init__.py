@@ -65,8 +65,8 @@ def method_rows() -> list[str]:
 def listing() -> str:
     """The methods (from the bundled recipes) and the tools, one entry each."""
     tools = {name: summary(module) for name, module in COMMANDS.items() if name != "run"}
-    lines = ["methods: raykd run <method> [--quick] [--name N] [--print-recipe] [--verbose] "
-             "[overrides...]"]
+    lines = ["methods: raykd run <method> [--quick | --full] [--name N] [--print-recipe] "
+             "[--verbose] [overrides...]"]
     lines += method_rows()
     lines += ["", "tools: raykd <tool> [options]"]
     lines += rows(tools, max(len(n) for n in COMMANDS) + 4)

@@ -2,7 +2,7 @@
 
     python jobs/adam.py                  # local Ray, bundled SciFact, MiniLM student
     python jobs/adam.py --quick          # a smoke run in a few minutes
-    python jobs/adam.py --full           # the longer budget dev chose: 709 queries, 88 steps
+    python jobs/adam.py --full           # every labelled train query: 709, 88 steps
     ray job submit --working-dir . -- python jobs/adam.py   # on a cluster (RAY_ADDRESS)
     python jobs/adam.py dark.k=4 dark.rho_mask=0.5 loss.params.rho=0.5 name=adam-k4
 

@@ -2,7 +2,7 @@
 
     raykd run adam                       # ADAM on bundled SciFact, the bundled MiniLM student
     raykd run ckl --quick                # a smoke run: a tiny budget
-    raykd run ckl --full                 # the longer budget dev chose (every train query)
+    raykd run ckl --full                 # every labelled train query, lr 5e-5
     raykd run ckl --print-recipe         # the resolved recipe, nothing run
     raykd run ckl train.lr=3e-5 name=ckl-lr3e-5
     raykd run ckl --recipe my_recipe.yaml
@@ -38,7 +38,7 @@ def method_help(method: str, prog: str) -> str:
     """The help text of one method job: its recipe's header, then how to run it."""
     examples = [("", f"the bundled recipe, raykd/recipes/{method}.yaml"),
                 ("--quick", "a smoke run: a few steps on short passages"),
-                ("--full", "the longer budget dev chose: all 709 train queries, lr 5e-5"),
+                ("--full", "every labelled train query (709), one pass at lr 5e-5"),
                 ("--print-recipe", "the resolved recipe, nothing run"),
                 (f"train.lr=3e-5 name={method}-lr3e-5", "dotted overrides"),
                 ("--recipe my_recipe.yaml", "another recipe, the same job")]

@@ -51,6 +51,7 @@ FULL_OVERRIDES = [
     "train.lr=5e-5",
     "data.max_queries=null",
 ]
+PRESETS = {"quick": QUICK_OVERRIDES, "full": FULL_OVERRIDES}
 
 
 def parse_args(description: str, default_recipe: str, argv=None,
@@ -77,8 +78,7 @@ def parse_args(description: str, default_recipe: str, argv=None,
 
 def resolve(args: argparse.Namespace) -> Recipe:
     preset = "quick" if args.quick else "full" if args.full else None
-    presets = {"quick": QUICK_OVERRIDES, "full": FULL_OVERRIDES}
-    overrides = list(presets.get(preset, [])) + list(args.overrides)
+    overrides = [*PRESETS.get(preset, []), *args.overrides]
     if args.name:
         overrides.append(f"name={args.name}")
     elif preset:

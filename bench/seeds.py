@@ -3,6 +3,7 @@ per-query paired difference to the contrastive baseline on test.
 
     python bench/seeds.py --rows contrastive-all,corpus-kd --seeds 13,14,15   # run what is missing
     python bench/seeds.py --table                                            # recorded runs only
+    python bench/seeds.py --table --fixed BM25=outputs/eval/bm25-test/run.trec  # + a seedless system
 
 A seed S sets every seeded choice of a run: the sampled queries and pseudo-queries, the
 negatives, the data order and dropout (`data.seed`, `data.pseudo.seed`, `dark.seed`,
@@ -219,9 +220,36 @@ def measured(key: str, seed: int, qrels: dict) -> dict:
             "per_query": per_query(qrels, read_trec_run(folder / "eval-test" / "run.trec"))}
 
 
-def summarise(rows: list[Row], seeds: list[int], reference: str = BASELINE) -> dict:
+def fixed_system(label: str, run_path: Path, qrels: dict, base: dict) -> dict:
+    """A system without seeds (BM25, the zero-shot model, a teacher's re-ranking) from its test
+    run file, paired against the seed-averaged reference like any row."""
+    from raykd.eval.metrics import evaluate_run, read_trec_run
+    from raykd.eval.paired import compare_systems, per_query
+
+    if not run_path.is_file():
+        raise SystemExit(f"[seeds] --fixed {label}: no run file {run_path}")
+    run = read_trec_run(run_path)
+    metrics = evaluate_run(qrels, run, ("nDCG@10", "R@100"))
+    entry = {"label": label, "seeds": [], "test_ndcg10": (metrics["nDCG@10"], None),
+             "dev_ndcg10": None, "test_r100": (metrics["R@100"], None), "steps": [],
+             "stage_seconds": [], "wall_s": [], "command": str(run_path),
+             "per_seed_test": [metrics["nDCG@10"]]}
+    if base:
+        diff = compare_systems([m["per_query"] for m in base.values()],
+                               [per_query(qrels, run)])
+        entry["vs_baseline"] = {"seeds": sorted(base), "delta": diff.delta,
+                                "ci": [diff.ci_low, diff.ci_high],
+                                "bootstrap_ci": [diff.boot_low, diff.boot_high],
+                                "p_value": diff.p_value, "text": diff.format(),
+                                "significant": diff.significant}
+    return entry
+
+
+def summarise(rows: list[Row], seeds: list[int], reference: str = BASELINE,
+              fixed: dict[str, Path] | None = None) -> dict:
     """Each row's seed means, and its paired Δ against the `reference` row over their common
-    seeds (the contrastive baseline, or e.g. a row's own control)."""
+    seeds (the contrastive baseline, or e.g. a row's own control); `fixed` systems (label to
+    test run file) come first, paired against the reference's seed means."""
     from raykd.data.beir import BeirDataset
     from raykd.datasets import scifact_dir
     from raykd.eval.paired import compare_systems, mean_sd
@@ -230,7 +258,7 @@ def summarise(rows: list[Row], seeds: list[int], reference: str = BASELINE) -> d
     runs = {r.key: {s: measured(r.key, s, qrels) for s in seeds if finished(r.key, s)}
             for r in rows}
     base = runs.get(reference, {})
-    out = {}
+    out = {label: fixed_system(label, path, qrels, base) for label, path in (fixed or {}).items()}
     for row in rows:
         got = runs[row.key]
         if not got:
@@ -259,7 +287,9 @@ def summarise(rows: list[Row], seeds: list[int], reference: str = BASELINE) -> d
 
 def table(summary: dict, reference: str = BASELINE) -> str:
     def ms(pair):
-        return "-" if pair is None else f"{pair[0]:.4f} ± {pair[1]:.4f}"
+        if pair is None:
+            return "-"
+        return f"{pair[0]:.4f}" if pair[1] is None else f"{pair[0]:.4f} ± {pair[1]:.4f}"
 
     versus = "contrastive" if reference == BASELINE else f"`{reference}`"
     lines = [f"| recipe | seeds | dev nDCG@10 | test nDCG@10 | test R@100 | Δ test vs {versus} "
@@ -271,9 +301,9 @@ def table(summary: dict, reference: str = BASELINE) -> str:
             vs["text"] + ("" if vs["significant"] else " (CI spans 0)"))
         walls = [w for w in e["wall_s"] if w] or [s for s in e["stage_seconds"] if s]
         wall = f"{sum(walls) / len(walls) / 60:.1f} min" if walls else "-"
-        lines.append(f"| {e['label']} | {len(e['seeds'])} | {ms(e['dev_ndcg10'])} | "
+        lines.append(f"| {e['label']} | {len(e['seeds']) or '-'} | {ms(e['dev_ndcg10'])} | "
                      f"{ms(e['test_ndcg10'])} | {ms(e['test_r100'])} | {delta} | "
-                     f"{'/'.join(map(str, e['steps']))} | {wall} | `{e['command']}` |")
+                     f"{'/'.join(map(str, e['steps'])) or '-'} | {wall} | `{e['command']}` |")
     return "\n".join(lines)
 
 
@@ -286,7 +316,16 @@ def main(argv=None) -> None:
     p.add_argument("--table", action="store_true", help="no runs: summarise what is recorded")
     p.add_argument("--versus", default=BASELINE,
                    help="the row every Δ is paired against (default: the contrastive baseline)")
+    p.add_argument("--fixed", action="append", default=[], metavar="LABEL=RUN",
+                   help="a system without seeds, from its test run file (e.g. "
+                        "BM25=outputs/eval/bm25-test/run.trec), paired like a row; repeatable")
     args = p.parse_args(argv)
+    fixed = {}
+    for item in args.fixed:
+        label, sep, path = item.partition("=")
+        if not sep or not label or not path:
+            p.error(f"--fixed takes LABEL=RUN, got {item!r}")
+        fixed[label] = Path(path)
     keys = [k for k in args.rows.split(",") if k]
     known = {r.key: r for r in ROWS}
     unknown = [k for k in keys if k not in known]
@@ -307,7 +346,7 @@ def main(argv=None) -> None:
     if args.versus not in known:
         p.error(f"unknown --versus {args.versus!r}; known: {sorted(known)}")
     rows_for_table = [r for r in ROWS if r.key in keys or r.key in (BASELINE, args.versus)]
-    summary = summarise(rows_for_table, seeds, args.versus)
+    summary = summarise(rows_for_table, seeds, args.versus, fixed)
     record = RECORD if args.versus == BASELINE else RECORD.with_name(f"seeds-vs-{args.versus}.json")
     record.parent.mkdir(parents=True, exist_ok=True)
     record.write_text(json.dumps({k: {kk: vv for kk, vv in v.items()} for k, v in

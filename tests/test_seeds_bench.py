@@ -1,0 +1,54 @@
+"""bench/seeds.py's seedless systems (`--fixed`): a run file paired against a row's seeds."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+from raykd.eval.metrics import write_trec_run
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def seeds():
+    spec = importlib.util.spec_from_file_location("bench_seeds", ROOT / "bench" / "seeds.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+QRELS = {"q1": {"d1": 1}, "q2": {"d2": 1}, "q3": {"d3": 1}, "q4": {"d4": 1}}
+
+
+def test_fixed_system_is_paired_against_the_reference_seed_means(seeds, tmp_path):
+    # the system ranks its relevant passage first on q1 and q2 (nDCG 1) and misses q3 and q4
+    run = {"q1": {"d1": 2.0, "x": 1.0}, "q2": {"d2": 2.0, "x": 1.0},
+           "q3": {"x": 2.0}, "q4": {"x": 2.0}}
+    path = tmp_path / "run.trec"
+    write_trec_run(path, run)
+    base = {13: {"per_query": {"q1": 0.5, "q2": 0.5, "q3": 0.5, "q4": 0.0}},
+            14: {"per_query": {"q1": 0.7, "q2": 0.3, "q3": 0.3, "q4": 0.2}}}
+    entry = seeds.fixed_system("BM25", path, QRELS, base)
+    assert entry["test_ndcg10"] == (pytest.approx(0.5), None)
+    assert entry["test_r100"] == (pytest.approx(0.5), None)
+    # reference seed means: 0.6, 0.4, 0.4, 0.1 -> differences +0.4, +0.6, -0.4, -0.1
+    assert entry["vs_baseline"]["delta"] == pytest.approx(0.125)
+    assert entry["vs_baseline"]["seeds"] == [13, 14]
+    line = seeds.table({"BM25": entry}, reference="contrastive-len256-e3").splitlines()[-1]
+    assert line.startswith("| BM25 | - | - | 0.5000 | 0.5000 | +0.1250 [")
+
+
+def test_fixed_system_names_a_missing_run_file(seeds, tmp_path):
+    with pytest.raises(SystemExit, match="--fixed BM25: no run file .*nothing.trec"):
+        seeds.fixed_system("BM25", tmp_path / "nothing.trec", QRELS, {})
+
+
+def test_fixed_flag_refuses_a_value_without_a_label(seeds, capsys):
+    with pytest.raises(SystemExit):
+        seeds.main(["--table", "--fixed", "outputs/eval/bm25-test/run.trec"])
+    assert "--fixed takes LABEL=RUN" in capsys.readouterr().err

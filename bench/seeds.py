@@ -220,14 +220,19 @@ def measured(key: str, seed: int, qrels: dict) -> dict:
             "per_query": per_query(qrels, read_trec_run(folder / "eval-test" / "run.trec"))}
 
 
+def paired(diff, seeds: list[int]) -> dict:
+    """The record of one paired difference against the reference, over `seeds`."""
+    return {"seeds": seeds, "delta": diff.delta, "ci": [diff.ci_low, diff.ci_high],
+            "bootstrap_ci": [diff.boot_low, diff.boot_high], "p_value": diff.p_value,
+            "text": diff.format(), "significant": diff.significant}
+
+
 def fixed_system(label: str, run_path: Path, qrels: dict, base: dict) -> dict:
     """A system without seeds (BM25, the zero-shot model, a teacher's re-ranking) from its test
     run file, paired against the seed-averaged reference like any row."""
     from raykd.eval.metrics import evaluate_run, read_trec_run
     from raykd.eval.paired import compare_systems, per_query
 
-    if not run_path.is_file():
-        raise SystemExit(f"[seeds] --fixed {label}: no run file {run_path}")
     run = read_trec_run(run_path)
     metrics = evaluate_run(qrels, run, ("nDCG@10", "R@100"))
     entry = {"label": label, "seeds": [], "test_ndcg10": (metrics["nDCG@10"], None),
@@ -235,13 +240,8 @@ def fixed_system(label: str, run_path: Path, qrels: dict, base: dict) -> dict:
              "stage_seconds": [], "wall_s": [], "command": str(run_path),
              "per_seed_test": [metrics["nDCG@10"]]}
     if base:
-        diff = compare_systems([m["per_query"] for m in base.values()],
-                               [per_query(qrels, run)])
-        entry["vs_baseline"] = {"seeds": sorted(base), "delta": diff.delta,
-                                "ci": [diff.ci_low, diff.ci_high],
-                                "bootstrap_ci": [diff.boot_low, diff.boot_high],
-                                "p_value": diff.p_value, "text": diff.format(),
-                                "significant": diff.significant}
+        entry["vs_baseline"] = paired(compare_systems(
+            [m["per_query"] for m in base.values()], [per_query(qrels, run)]), sorted(base))
     return entry
 
 
@@ -276,11 +276,7 @@ def summarise(rows: list[Row], seeds: list[int], reference: str = BASELINE,
         if row.key != reference and paired_seeds:
             diff = compare_systems([base[s]["per_query"] for s in paired_seeds],
                                    [got[s]["per_query"] for s in paired_seeds])
-            entry["vs_baseline"] = {"seeds": paired_seeds, "delta": diff.delta,
-                                    "ci": [diff.ci_low, diff.ci_high],
-                                    "bootstrap_ci": [diff.boot_low, diff.boot_high],
-                                    "p_value": diff.p_value, "text": diff.format(),
-                                    "significant": diff.significant}
+            entry["vs_baseline"] = paired(diff, paired_seeds)
         out[row.key] = entry
     return out
 
@@ -325,6 +321,8 @@ def main(argv=None) -> None:
         label, sep, path = item.partition("=")
         if not sep or not label or not path:
             p.error(f"--fixed takes LABEL=RUN, got {item!r}")
+        if not Path(path).is_file():  # before any run starts
+            p.error(f"--fixed {label}: no run file {path}")
         fixed[label] = Path(path)
     keys = [k for k in args.rows.split(",") if k]
     known = {r.key: r for r in ROWS}

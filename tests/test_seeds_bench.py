@@ -43,9 +43,13 @@ def test_fixed_system_is_paired_against_the_reference_seed_means(seeds, tmp_path
     assert line.startswith("| BM25 | - | - | 0.5000 | 0.5000 | +0.1250 [")
 
 
-def test_fixed_system_names_a_missing_run_file(seeds, tmp_path):
-    with pytest.raises(SystemExit, match="--fixed BM25: no run file .*nothing.trec"):
-        seeds.fixed_system("BM25", tmp_path / "nothing.trec", QRELS, {})
+def test_fixed_flag_names_a_missing_run_file_before_any_run(seeds, tmp_path, capsys,
+                                                          monkeypatch):
+    monkeypatch.setattr(seeds, "run", lambda *a: pytest.fail("a run started"))
+    with pytest.raises(SystemExit):
+        seeds.main(["--rows", "contrastive-all", "--seeds", "99",
+                    "--fixed", f"BM25={tmp_path / 'nothing.trec'}"])
+    assert f"--fixed BM25: no run file {tmp_path / 'nothing.trec'}" in capsys.readouterr().err
 
 
 def test_fixed_flag_refuses_a_value_without_a_label(seeds, capsys):

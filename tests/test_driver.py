@@ -246,8 +246,11 @@ def _sentence_transformers_scores(model_dir, data_dir, pairs) -> dict[tuple[str,
 def test_driver_resumes_at_the_first_unfinished_stage(ray_local, toy_beir_dir,
                                                       tiny_encoder_dir, tmp_path):
     """Guards stage-level resume: after a failure in stage 2, a rerun skips stage 1 and
-    continues stage 2 from its checkpoint; stage 2 starts from stage 1's student."""
+    continues stage 2 from its checkpoint (step 2 of 4, not from zero); stage 2 starts from
+    stage 1's student. This is also the suite's resume-by-name check (the trainer-level one,
+    `test_stopped_run_resumes_by_name`, runs under `make test-full`)."""
     from ray.train import WorkerGroupError
+    from steplog import StepLog
 
     base = tiny_recipe("two", toy_beir_dir, tiny_encoder_dir, tmp_path / "out").stages[0]
     first = base.model_copy(update={"name": "first", "eval": base.eval.model_copy(
@@ -263,10 +266,12 @@ def test_driver_resumes_at_the_first_unfinished_stage(ray_local, toy_beir_dir,
         runner.run()
     assert runner.first_unfinished() == 1
     lines.clear()
-    summary = RecipeRunner(recipe, echo=lines.append).run()
+    log = StepLog(tmp_path / "rerun.steps.jsonl")
+    summary = RecipeRunner(recipe, echo=lines.append, train_callbacks=[log.callback()]).run()
     assert any("already done" in line and "'first'" in line for line in lines)
     assert [s["name"] for s in summary["stages"]] == ["first", "second"]
     assert summary["stages"][1]["steps"] == 4
+    assert [e["step"] for e in log.entries()] == [3, 4]  # from the step-2 checkpoint
     rerun = tiny_recipe("two", toy_beir_dir, tiny_encoder_dir, tmp_path / "out",
                         stages=stages, test_split=None)
     assert RecipeRunner(rerun).first_unfinished() == 2

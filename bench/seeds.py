@@ -162,6 +162,19 @@ ROWS = [
         "three-pass students, labelled queries, 256 tokens, 3 epochs", "jobs/corpus_kd.py",
         (TEACHER_E3, LABELS, *DECOUPLED, "data.queries=labelled",
          "student.passage_max_length=256", "train.epochs=3")),
+    # The shipped methods at the same budget and teacher as `dkd3-len256-e3` (issue 15's table):
+    # each recipe's own loss and data, only the teacher, the budget and the length set here.
+    *(Row(f"{key}-len256-e3", f"{label}, teacher BM25 + bi-encoder (256) + MaxSim, 256 tokens, "
+          "3 epochs", job, ALL + (TEACHER3_256, "student.passage_max_length=256",
+                                  "train.epochs=3", *extra))
+      for key, label, job, extra in (
+          ("adam", "ADAM (dark examples + self-paced)", "jobs/adam.py", ()),
+          ("adam-no-dark", "ADAM without dark examples", "jobs/adam.py",
+           ("dark.enabled=false",)),
+          ("adam-no-sp", "ADAM without self-paced selection (rho 1)", "jobs/adam.py",
+           ("loss.params.rho=1.0",)),
+          ("margin-mse", "Margin-MSE", "jobs/margin_mse.py", ()),
+          ("ckl", "CKL (+ InfoNCE)", "jobs/ckl.py", ()))),
     Row("kl-lifted", "KL on the labelled queries only, teacher lifted by the labels",
         "jobs/corpus_kd.py", ("data.queries=labelled",)),
     Row("ckl-all", "CKL (+ InfoNCE)", "jobs/ckl.py", ALL),

@@ -180,6 +180,21 @@ def test_full_is_the_longer_budget_and_excludes_quick(tmp_path):
     assert both.returncode != 0 and "not allowed with argument" in both.stderr
 
 
+def test_long_is_full_for_three_passes_at_256_tokens(tmp_path):
+    """Guards the `--long` preset (the budget dev chose on SciFact): `--full`'s queries and
+    learning rate, three passes, passages at 256 tokens, named `<recipe>-long`."""
+    done = _run("-m", "raykd", "run", "contrastive", "--long", "--print-recipe", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    recipe = json.loads(done.stdout)
+    stage = recipe["stages"][0]
+    assert recipe["name"] == "contrastive-long"
+    assert stage["data"]["max_queries"] is None and stage["train"]["lr"] == 5e-5
+    assert stage["train"]["epochs"] == 3 and recipe["student"]["passage_max_length"] == 256
+    both = _run("-m", "raykd", "run", "contrastive", "--long", "--full", "--print-recipe",
+                cwd=tmp_path)
+    assert both.returncode != 0 and "not allowed with argument" in both.stderr
+
+
 def test_mine_negatives_flags_are_the_recipe_field_names(tmp_path, toy_beir_dir):
     """Guards one name per option across jobs: `--negatives-from`, `--rel` and
     `--passage-max-length` (as in the recipe's data / eval fields) mine BM25 groups."""

@@ -49,7 +49,7 @@ gpu-check: gpu
 	$(BIN)/python bench/gpu_check.py
 
 run: $(STAMP)
-	$(BIN)/python jobs/adam.py
+	$(BIN)/python jobs/adam.py --full
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q --durations=25

@@ -160,21 +160,24 @@ def test_run_print_recipe_by_bare_name_from_anywhere(tmp_path):
     assert f"recipe: {bundled_path('margin_mse')}" in done.stderr
 
 
+def _resolved(tmp_path, method: str, *args: str) -> dict:
+    """`raykd run <method> <args> --print-recipe`'s recipe."""
+    done = _run("-m", "raykd", "run", method, *args, "--print-recipe", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
 def test_full_is_the_longer_budget_and_excludes_quick(tmp_path):
     """Guards the `--full` preset: every labelled train query at lr 5e-5 on top of the recipe,
     named `<recipe>-full`, overridable like any budget, and refused beside `--quick`."""
-    done = _run("-m", "raykd", "run", "adam", "--full", "--print-recipe", cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
-    recipe = json.loads(done.stdout)
+    recipe = _resolved(tmp_path, "adam", "--full")
     stage = recipe["stages"][0]
     assert recipe["name"] == "adam-full"
     assert stage["data"]["max_queries"] is None and stage["train"]["lr"] == 5e-5
-    shipped = json.loads(_run("-m", "raykd", "run", "adam", "--print-recipe",
-                              cwd=tmp_path).stdout)["stages"][0]
+    shipped = _resolved(tmp_path, "adam")["stages"][0]
     assert shipped["data"]["max_queries"] == 320 and shipped["train"]["lr"] != 5e-5
-    later = _run("-m", "raykd", "run", "adam", "--full", "--print-recipe", "train.lr=3e-5",
-                 cwd=tmp_path)
-    assert json.loads(later.stdout)["stages"][0]["train"]["lr"] == 3e-5
+    later = _resolved(tmp_path, "adam", "--full", "train.lr=3e-5")
+    assert later["stages"][0]["train"]["lr"] == 3e-5
     both = _run("-m", "raykd", "run", "adam", "--full", "--quick", "--print-recipe",
                 cwd=tmp_path)
     assert both.returncode != 0 and "not allowed with argument" in both.stderr
@@ -182,10 +185,9 @@ def test_full_is_the_longer_budget_and_excludes_quick(tmp_path):
 
 def test_long_is_full_for_three_passes_at_256_tokens(tmp_path):
     """Guards the `--long` preset (the budget dev chose on SciFact): `--full`'s queries and
-    learning rate, three passes, passages at 256 tokens, named `<recipe>-long`."""
-    done = _run("-m", "raykd", "run", "contrastive", "--long", "--print-recipe", cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
-    recipe = json.loads(done.stdout)
+    learning rate, three passes, passages at 256 tokens, named `<recipe>-long`, and refused
+    beside `--full`."""
+    recipe = _resolved(tmp_path, "contrastive", "--long")
     stage = recipe["stages"][0]
     assert recipe["name"] == "contrastive-long"
     assert stage["data"]["max_queries"] is None and stage["train"]["lr"] == 5e-5

@@ -1,5 +1,6 @@
 """Seeded, paired comparison of recipes on SciFact: mean +- sd over seeds, and each row's
-per-query paired difference to the contrastive baseline on test.
+per-query paired difference to the contrastive baseline on test (and on dev, from each run's
+last-stage dev run file, where both rows have one).
 
     python bench/seeds.py --rows contrastive-all,corpus-kd --seeds 13,14,15   # run what is missing
     python bench/seeds.py --table                                            # recorded runs only
@@ -217,12 +218,20 @@ def finished(key: str, seed: int) -> bool:
     return (run_dir(key, seed) / "eval-test" / "run.trec").exists()
 
 
-def measured(key: str, seed: int, qrels: dict) -> dict:
-    """One finished run: test metrics, dev nDCG@10 of its last stage, per-query test values."""
+def dev_run(folder: Path) -> Path | None:
+    """The last stage's dev run file, where its evaluation wrote one."""
+    found = sorted(folder.glob("stages/*/eval-dev/run.trec"))
+    return found[-1] if found else None
+
+
+def measured(key: str, seed: int, qrels: dict, dev_qrels: dict) -> dict:
+    """One finished run: test metrics, dev nDCG@10 of its last stage, per-query test values
+    and, where the last stage left its dev run, per-query dev values."""
     from raykd.eval.metrics import read_trec_run
     from raykd.eval.paired import per_query
 
     folder = run_dir(key, seed)
+    dev = dev_run(folder)
     results = json.loads((folder / "results.json").read_text())
     wall = folder / "wall.json"
     stage = results["stages"][-1]
@@ -230,7 +239,8 @@ def measured(key: str, seed: int, qrels: dict) -> dict:
             "steps": sum(s["steps"] for s in results["stages"]),
             "stage_seconds": round(sum(sum(s["seconds"].values()) for s in results["stages"])),
             "wall_s": json.loads(wall.read_text())["wall_s"] if wall.exists() else None,
-            "per_query": per_query(qrels, read_trec_run(folder / "eval-test" / "run.trec"))}
+            "per_query": per_query(qrels, read_trec_run(folder / "eval-test" / "run.trec")),
+            "dev_per_query": per_query(dev_qrels, read_trec_run(dev)) if dev else None}
 
 
 def paired(diff, seeds: list[int]) -> dict:
@@ -238,6 +248,16 @@ def paired(diff, seeds: list[int]) -> dict:
     return {"seeds": seeds, "delta": diff.delta, "ci": [diff.ci_low, diff.ci_high],
             "bootstrap_ci": [diff.boot_low, diff.boot_high], "p_value": diff.p_value,
             "text": diff.format(), "significant": diff.significant}
+
+
+def paired_dev(base: dict, got: dict, seeds: list[int]) -> dict | None:
+    """The paired dev Δ over `seeds`, where every run of both rows has its dev run file."""
+    from raykd.eval.paired import compare_systems
+
+    if any(r[s]["dev_per_query"] is None for r in (base, got) for s in seeds):
+        return None
+    return paired(compare_systems([base[s]["dev_per_query"] for s in seeds],
+                                  [got[s]["dev_per_query"] for s in seeds]), seeds)
 
 
 def fixed_system(label: str, run_path: Path, qrels: dict, base: dict) -> dict:
@@ -267,8 +287,9 @@ def summarise(rows: list[Row], seeds: list[int], reference: str = BASELINE,
     from raykd.datasets import scifact_dir
     from raykd.eval.paired import compare_systems, mean_sd
 
-    qrels = BeirDataset.from_dir(scifact_dir()).qrels("test")
-    runs = {r.key: {s: measured(r.key, s, qrels) for s in seeds if finished(r.key, s)}
+    data = BeirDataset.from_dir(scifact_dir())
+    qrels, dev_qrels = data.qrels("test"), data.qrels("dev")
+    runs = {r.key: {s: measured(r.key, s, qrels, dev_qrels) for s in seeds if finished(r.key, s)}
             for r in rows}
     base = runs.get(reference, {})
     out = {label: fixed_system(label, path, qrels, base) for label, path in (fixed or {}).items()}
@@ -290,6 +311,7 @@ def summarise(rows: list[Row], seeds: list[int], reference: str = BASELINE,
             diff = compare_systems([base[s]["per_query"] for s in paired_seeds],
                                    [got[s]["per_query"] for s in paired_seeds])
             entry["vs_baseline"] = paired(diff, paired_seeds)
+            entry["dev_vs_baseline"] = paired_dev(base, got, paired_seeds)
         out[row.key] = entry
     return out
 
@@ -301,17 +323,21 @@ def table(summary: dict, reference: str = BASELINE) -> str:
         return f"{pair[0]:.4f}" if pair[1] is None else f"{pair[0]:.4f} ± {pair[1]:.4f}"
 
     versus = "contrastive" if reference == BASELINE else f"`{reference}`"
+    def delta(key, vs):
+        if key == reference:
+            return "baseline" if reference == BASELINE else "reference"
+        return "-" if vs is None else vs["text"] + ("" if vs["significant"] else " (CI spans 0)")
+
     lines = [f"| recipe | seeds | dev nDCG@10 | test nDCG@10 | test R@100 | Δ test vs {versus} "
-             "[95% CI], p | steps | wall per run | command (seed 13) |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "[95% CI], p | Δ dev [95% CI], p | steps | wall per run | command (seed 13) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for key, e in summary.items():
-        vs = e.get("vs_baseline")
-        delta = ("baseline" if reference == BASELINE else "reference") if key == reference else "-" if vs is None else (
-            vs["text"] + ("" if vs["significant"] else " (CI spans 0)"))
         walls = [w for w in e["wall_s"] if w] or [s for s in e["stage_seconds"] if s]
         wall = f"{sum(walls) / len(walls) / 60:.1f} min" if walls else "-"
         lines.append(f"| {e['label']} | {len(e['seeds']) or '-'} | {ms(e['dev_ndcg10'])} | "
-                     f"{ms(e['test_ndcg10'])} | {ms(e['test_r100'])} | {delta} | "
+                     f"{ms(e['test_ndcg10'])} | {ms(e['test_r100'])} | "
+                     f"{delta(key, e.get('vs_baseline'))} | "
+                     f"{delta(key, e.get('dev_vs_baseline'))} | "
                      f"{'/'.join(map(str, e['steps'])) or '-'} | {wall} | `{e['command']}` |")
     return "\n".join(lines)
 

@@ -56,3 +56,22 @@ def test_fixed_flag_refuses_a_value_without_a_label(seeds, capsys):
     with pytest.raises(SystemExit):
         seeds.main(["--table", "--fixed", "outputs/eval/bm25-test/run.trec"])
     assert "--fixed takes LABEL=RUN" in capsys.readouterr().err
+
+
+def test_dev_delta_pairs_the_last_stage_dev_runs_and_skips_rows_without_them(seeds, tmp_path):
+    """Guards the dev column: the paired Δ of two rows' seed-averaged per-query dev values,
+    read from each run's last stage (`stages/*/eval-dev/run.trec`), and none where a run
+    has no dev file."""
+    base = {13: {"dev_per_query": {"q1": 1.0, "q2": 0.0, "q3": 0.5, "q4": 0.5}},
+            14: {"dev_per_query": {"q1": 0.0, "q2": 0.0, "q3": 0.5, "q4": 0.5}}}
+    got = {13: {"dev_per_query": {"q1": 1.0, "q2": 1.0, "q3": 0.5, "q4": 1.0}},
+           14: {"dev_per_query": {"q1": 1.0, "q2": 0.0, "q3": 0.5, "q4": 1.0}}}
+    # seed means 0.5, 0, 0.5, 0.5 against 1, 0.5, 0.5, 1 -> differences +0.5, +0.5, 0, +0.5
+    record = seeds.paired_dev(base, got, [13, 14])
+    assert record["delta"] == pytest.approx(0.375) and record["seeds"] == [13, 14]
+    assert seeds.paired_dev(base, {**got, 14: {"dev_per_query": None}}, [13, 14]) is None
+    for stage in ("00-first", "01-second"):
+        (tmp_path / "stages" / stage / "eval-dev").mkdir(parents=True)
+        (tmp_path / "stages" / stage / "eval-dev" / "run.trec").write_text("")
+    assert seeds.dev_run(tmp_path) == tmp_path / "stages" / "01-second" / "eval-dev" / "run.trec"
+    assert seeds.dev_run(tmp_path / "stages" / "00-first") is None

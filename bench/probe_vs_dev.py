@@ -22,20 +22,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import random
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RECORD = ROOT / "outputs" / "bench" / "probe_vs_dev.json"
-PROBE_SEED = 13  # the sweep's default sample (`write_probe_groups(seed=13)`)
-
-
-def probe_queries(qrels: dict, queries: dict, count: int | None) -> list[str]:
-    """The probe's query sample, drawn as `write_probe_groups` draws it."""
-    qids = sorted(q for q in qrels if q in queries)
-    if count is not None and count < len(qids):
-        qids = sorted(random.Random(PROBE_SEED).sample(qids, count))
-    return qids
 
 
 def probe_value(run: dict, candidates: dict, qrels: dict) -> float:
@@ -88,6 +78,7 @@ def main(argv=None) -> None:
     from raykd.datasets import scifact_dir
     from raykd.eval.metrics import evaluate_run, read_trec_run
     from raykd.negatives.first_stage import first_stage
+    from raykd.train.probe import probe_sample
 
     runs = dev_runs(Path(args.outputs))
     if len(runs) < 3:
@@ -96,7 +87,7 @@ def main(argv=None) -> None:
     dataset = BeirDataset.from_dir(scifact_dir())
     qrels, queries = dataset.qrels("dev"), dataset.queries("dev")
     deepest = max(depth for _, depth in probes)
-    every = probe_queries(qrels, queries, None)
+    every = probe_sample(qrels, queries, None)
     bm25 = first_stage(dataset, "dev", depth=deepest, source="bm25",
                        queries={q: queries[q] for q in every}).rankings["bm25"]
     loaded = {name: read_trec_run(path) for name, path in runs.items()}
@@ -114,7 +105,7 @@ def main(argv=None) -> None:
     print("| --- | --- | --- | --- | --- |")
     for count, depth in probes:
         label = f"{count}x{depth}"
-        sample = probe_queries(qrels, queries, count)
+        sample = probe_sample(qrels, queries, count)  # the sweep's seeded draw
         candidates = {q: list(bm25[q])[:depth] for q in sample}
         values, missing = [], 0
         for name, run in loaded.items():

@@ -1,4 +1,5 @@
-"""bench/probe_vs_dev.py: the sweep's probe computed from a student's full dev run file."""
+"""bench/probe_vs_dev.py: the sweep's probe computed from a student's full dev run file, and
+the probe's query draw it shares with `raykd.train.probe`."""
 
 from __future__ import annotations
 
@@ -32,12 +33,17 @@ def test_probe_reranks_the_candidates_by_the_run_and_puts_unretrieved_ones_last(
     assert bench.probe_value(run, candidates, qrels) == pytest.approx((1 + 1 / math.log2(4)) / 2)
 
 
-def test_probe_sample_is_the_sweeps_seeded_draw(bench):
+def test_probe_sample_is_a_seeded_draw_of_the_judged_queries_with_text():
+    """Guards the draw the sweep's probe and this bench share (`raykd.train.probe`)."""
+    from raykd.train.probe import probe_sample
+
     qrels = {f"q{i}": {"d": 1} for i in range(10)}
     queries = {q: "text" for q in qrels if q != "q9"}  # a judged query without text is out
     qids = sorted(q for q in qrels if q != "q9")
-    assert bench.probe_queries(qrels, queries, 4) == sorted(random.Random(13).sample(qids, 4))
-    assert bench.probe_queries(qrels, queries, None) == qids
+    drawn = probe_sample(qrels, queries, 4)
+    assert drawn == sorted(random.Random(13).sample(qids, 4))
+    assert drawn != probe_sample(qrels, queries, 4, seed=14)
+    assert probe_sample(qrels, queries, None) == qids == probe_sample(qrels, queries, 50)
 
 
 def test_fewer_than_three_runs_is_one_line_before_any_work(bench, tmp_path, capsys):

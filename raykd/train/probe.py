@@ -37,6 +37,16 @@ class ProbeSpec:
         return PROBE_PREFIX + measure
 
 
+def probe_sample(qrels: dict, queries: dict, max_queries: int | None,
+                 seed: int = 13) -> list[str]:
+    """The probe's queries, sorted: the judged queries with a text, or a seeded sample of
+    `max_queries` of them."""
+    qids = sorted(q for q in qrels if q in queries)
+    if max_queries is not None and max_queries < len(qids):
+        qids = sorted(random.Random(seed).sample(qids, max_queries))
+    return qids
+
+
 def write_probe_groups(dataset_dir: str, split: str, out_dir: str | Path, *, depth: int = 20,
                        source: str = "bm25", max_queries: int | None = None, seed: int = 13,
                        model: str = "minilm", embedding_cache: str | None = None,
@@ -49,11 +59,9 @@ def write_probe_groups(dataset_dir: str, split: str, out_dir: str | Path, *, dep
 
     dataset = BeirDataset.from_dir(dataset_dir)
     qrels = dataset.qrels(split)
-    queries = {q: t for q, t in dataset.queries(split).items() if q in qrels}
-    qids = sorted(queries)
-    if max_queries is not None and max_queries < len(qids):
-        qids = sorted(random.Random(seed).sample(qids, max_queries))
-    queries = {q: queries[q] for q in qids}
+    texts = dataset.queries(split)
+    qids = probe_sample(qrels, texts, max_queries, seed)
+    queries = {q: texts[q] for q in qids}
     kwargs = {"cache_dir": embedding_cache} if embedding_cache else {}
     stage = first_stage(dataset, split, depth=depth, source=source, model=model,
                         concurrency=concurrency, queries=queries, **kwargs)

@@ -96,7 +96,7 @@ def ray_cluster():
     """`ray start --head` (3 CPUs) plus a second node with `ray start --address` (2 CPUs), on
     free ports and a temp dir of their own; yields the dashboard (Jobs API) address."""
     temp_dir = tempfile.mkdtemp(prefix="rkd-", dir="/tmp")  # short: Ray's unix sockets
-    gcs, dashboard, client, *rest = _free_ports(11)
+    gcs, dashboard, client, *rest = _free_ports(7)
     logs = Path(temp_dir) / "launch"
     logs.mkdir()
     procs = []
@@ -111,27 +111,41 @@ def ray_cluster():
         url = f"http://127.0.0.1:{dashboard}"
         _wait(lambda: _get_json(f"{url}/api/version"), 300, "the head's dashboard",
               logs / "head.log")
-        procs.append(subprocess.Popen(
-            # its own temp dir: two nodes on one machine must not share runtime_resources
-            # (a node's runtime-env agent deletes the packages only the other one uses)
-            [RAY, "start", f"--address=127.0.0.1:{gcs}", "--num-cpus=2",
-             f"--temp-dir={temp_dir}/w",
-             *_node_args(rest[4:8])],
-            env=_env(), start_new_session=True, stdout=open(logs / "worker.log", "w"),
-            stderr=subprocess.STDOUT))
 
         def two_nodes():
             nodes = _get_json(f"{url}/api/v0/nodes")["data"]["result"]["result"]
             return sum(n["state"] == "ALIVE" for n in nodes) == 2 or None
 
-        _wait(two_nodes, 300, "the second node", logs / "worker.log")
+        # Ray gives a joining raylet a fixed 30 s to register with the GCS, after which
+        # `ray start` exits; on two busy cores that ran out once in CI. A node that exits is
+        # cleared away and started again, on fresh ports and a fresh temp dir.
+        for attempt in range(3):
+            worker_dir = f"{temp_dir}/w{attempt}"
+            log = logs / f"worker{attempt}.log"
+            worker = subprocess.Popen(
+                # its own temp dir: two nodes on one machine must not share runtime_resources
+                # (a node's runtime-env agent deletes the packages only the other one uses)
+                [RAY, "start", f"--address=127.0.0.1:{gcs}", "--num-cpus=2",
+                 f"--temp-dir={worker_dir}", *_node_args(_free_ports(4))],
+                env=_env(), start_new_session=True, stdout=open(log, "w"),
+                stderr=subprocess.STDOUT)
+            procs.append(worker)
+            if _wait(two_nodes, 300, "the second node", log, unless_exited=worker):
+                break
+            _stop([worker], worker_dir)
+        else:
+            raise RuntimeError(f"the second node's `ray start` exited 3 times\n"
+                               f"{log.read_text()[-3000:]}")
         yield url
     finally:
         _stop(procs, temp_dir)
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-def _wait(probe, timeout: float, what: str, log: Path | None = None):
+def _wait(probe, timeout: float, what: str, log: Path | None = None,
+          unless_exited: subprocess.Popen | None = None):
+    """Poll `probe` until it returns a true value (returned); None at once if the process
+    `unless_exited` ends first; TimeoutError with the log's tail after `timeout` seconds."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         try:
@@ -140,6 +154,8 @@ def _wait(probe, timeout: float, what: str, log: Path | None = None):
                 return value
         except (OSError, KeyError, ValueError):
             pass
+        if unless_exited is not None and unless_exited.poll() is not None:
+            return None
         time.sleep(0.5)
     tail = log.read_text()[-3000:] if log and log.exists() else ""
     raise TimeoutError(f"{what} not ready in {timeout:.0f}s\n{tail}")

@@ -95,7 +95,8 @@ def test_a_bad_sampled_field_fails_before_any_trial(tmp_path, toy_beir_dir, tiny
                                        ({"search": "bayes"}, "search"),
                                        ({"probe_source": "dense"}, "probe_source"),
                                        ({"trial_cpus": 0}, "trial_cpus"),
-                                       ({"max_concurent": 2}, "max_concurent")])
+                                       ({"max_concurent": 2}, "max_concurent"),
+                                       ({"select": "test"}, "select")])
 def test_sweep_options_are_validated_on_construction(bad, field):
     """Guards the validated sweep spec: a bad value or a misspelt key is a ConfigError naming
     the field, before any plan is made; defaults follow the search."""
@@ -104,6 +105,42 @@ def test_sweep_options_are_validated_on_construction(bad, field):
     assert err.value.field == field
     assert SweepOptions(recipe="r.yaml", name="s", dims=[]).num_samples == 1
     assert SweepOptions(recipe="r.yaml", name="s", dims=[], search="random").num_samples == 8
+
+
+def test_selecting_by_dev_picks_the_finished_trial_with_the_best_full_dev_retrieval(tmp_path):
+    """Guards `select="dev"`: the trials run the recipe's dev evaluation, the dev measure is
+    read from each run's results.json (last stage), and the best trial is the completed one
+    with the highest dev value, whatever the probe says; a stopped trial or one without a dev
+    value is never chosen."""
+    from raykd.tune.sweep import best_trial, dev_measure
+
+    def run(name: str, stages: list[dict] | None) -> Path:
+        folder = tmp_path / name
+        folder.mkdir()
+        if stages is not None:
+            (folder / "results.json").write_text(json.dumps({"stages": stages}))
+        return folder
+
+    two_stages = [{"metrics": {"nDCG@10": 0.9}}, {"metrics": {"nDCG@10": 0.61, "RR@10": 0.5}}]
+    assert dev_measure(run("t00", two_stages), "nDCG@10") == pytest.approx(0.61)
+    assert dev_measure(run("t01", [{"metrics": {"nDCG@10": 0.64}}]), "nDCG@10") == 0.64
+    assert dev_measure(run("t02", [{"metrics": {}}]), "nDCG@10") is None  # no evaluation
+    assert dev_measure(run("t03", None), "nDCG@10") is None  # stopped: no results.json
+
+    rows = [{"trial": "t00", "status": "completed", "probe/nDCG@10": 0.70, "dev/nDCG@10": 0.61},
+            {"trial": "t01", "status": "completed", "probe/nDCG@10": 0.66, "dev/nDCG@10": 0.64},
+            {"trial": "t02", "status": "completed", "probe/nDCG@10": 0.71, "dev/nDCG@10": None},
+            {"trial": "t03", "status": "stopped", "probe/nDCG@10": 0.69, "dev/nDCG@10": 0.70},
+            {"trial": "t04", "status": "error", "probe/nDCG@10": 0.90, "dev/nDCG@10": 0.90}]
+    assert best_trial(rows, "dev/nDCG@10")["trial"] == "t01"
+    assert best_trial(rows, "probe/nDCG@10")["trial"] == "t02"
+    assert best_trial(rows[3:], "dev/nDCG@10")["trial"] == "t03"  # no completed one with a value
+    assert best_trial(rows[4:], "dev/nDCG@10") is None
+
+    dev = SweepOptions(recipe="r.yaml", name="s", dims=[], select="dev")
+    probe = SweepOptions(recipe="r.yaml", name="s", dims=[])
+    assert dev.selection_metric == "dev/nDCG@10" and probe.selection_metric == "probe/nDCG@10"
+    assert "eval.split=null" in probe.trial_base() and "eval.split=null" not in dev.trial_base()
 
 
 @pytest.mark.parametrize("space", sorted(
@@ -157,7 +194,7 @@ def test_two_trial_asha_sweep_shares_the_cache_and_its_best_recipe_reruns(
     options = SweepOptions(recipe=str(recipe), name="toy", dims=dims, search="grid",
                            probe_every=1, probe_depth=10, probe_queries=None, grace_period=1,
                            reduction_factor=2, max_concurrent=1, trial_cpus=1,
-                           teacher_concurrency=1)
+                           teacher_concurrency=1, select="dev")
     summary = run_sweep(plan_sweep(options), echo=lambda line: None)
     metric = summary["metric"]
     rows = summary["trials"]
@@ -198,6 +235,15 @@ def test_two_trial_asha_sweep_shares_the_cache_and_its_best_recipe_reruns(
         assert len(row["history"]) <= len(logged) <= len(row["history"]) + 1
     assert parent.data.metrics[f"best/{metric.replace('@', '_at_')}"] == pytest.approx(
         summary["best"][metric])
+
+    # select="dev": the finished trial ran the full dev retrieval and was chosen by it
+    assert summary["selected_by"] == "dev/nDCG@10"
+    for row in completed:
+        results = json.loads((storage / row["trial"] / "results.json").read_text())
+        assert row["dev/nDCG@10"] == pytest.approx(results["stages"][-1]["metrics"]["nDCG@10"])
+    assert summary["best"]["trial"] in [r["trial"] for r in completed]
+    assert parent.data.metrics["best/dev/nDCG_at_10"] == pytest.approx(
+        summary["best"]["dev/nDCG@10"])
 
     # the best recipe is a plain recipe with the base budget and evaluation, and it reruns
     best = Path(summary["best"]["recipe"])

@@ -29,6 +29,8 @@ command-line options win over it:
     trial_overrides: [train.max_steps=24]
     probe: {every: 6, depth: 20, queries: 50, source: bm25}
     asha: {grace_period: 1, reduction_factor: 2}
+    select: probe                 # the best trial by its last probe, or dev: by full dev
+                                  # retrieval of the trials that finish
     resources: {trial_cpus: 1, max_concurrent: 1, teacher_concurrency: 1}
     space:
       stages.0.loss.params.temperature: "choice:[0.5, 1, 2, 4]"
@@ -64,7 +66,7 @@ SECTIONS = {"probe": {"every": "probe_every", "depth": "probe_depth", "queries":
                           "max_concurrent": "max_concurrent",
                           "teacher_concurrency": "teacher_concurrency"}}
 TOP_KEYS = {"recipe", "name", "search", "num_samples", "seed", "overrides", "trial_overrides",
-            "space", "full_eval", *SECTIONS}
+            "space", "full_eval", "select", *SECTIONS}
 
 
 PROG = "raykd tune"
@@ -94,6 +96,10 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     p.add_argument("--reduction-factor", type=int, help="ASHA reduction factor (2)")
     p.add_argument("--full-eval", action="store_true", default=None,
                    help="also run each stage's full-retrieval dev evaluation in trials")
+    p.add_argument("--select", choices=["probe", "dev"],
+                   help="the best trial: the highest last probe (probe, the default), or the "
+                        "highest full dev retrieval of the trials that finish (dev: they run "
+                        "the recipe's dev evaluation)")
     p.add_argument("--trial-override", action="append", default=[], metavar="FIELD=VALUE",
                    help="an override for trials only (repeatable)")
     p.add_argument("--storage", help="output root (default: the recipe's storage)")
@@ -124,12 +130,12 @@ def options_from_args(args: argparse.Namespace) -> SweepOptions:
             if key not in keys:
                 raise ConfigError(f"{section}.{key}", f"unknown; known: {', '.join(keys)}")
             settings[keys[key]] = value
-    for key in ("search", "num_samples", "seed", "full_eval"):
+    for key in ("search", "num_samples", "seed", "full_eval", "select"):
         if key in file:
             settings[key] = file[key]
     for key in ("search", "num_samples", "seed", "trial_cpus", "trial_workers", "max_concurrent",
                 "teacher_concurrency", "probe_every", "probe_depth", "probe_queries",
-                "probe_source", "grace_period", "reduction_factor", "full_eval"):
+                "probe_source", "grace_period", "reduction_factor", "full_eval", "select"):
         if getattr(args, key) is not None:
             settings[key] = getattr(args, key)
     recipe = args.recipe or file.get("recipe")
@@ -167,12 +173,14 @@ def main(argv=None, prog: str = PROG) -> dict:
         return {}
     init_ray()
     summary = run_sweep(plan)
-    metric = summary["metric"]
-    print(f"\n[raykd] sweep {summary['sweep']}: {len(summary['trials'])} trial(s)")
+    metric, chosen = summary["metric"], summary["selected_by"]
+    print(f"\n[raykd] sweep {summary['sweep']}: {len(summary['trials'])} trial(s), the best "
+          f"by {chosen}")
     for row in summary["trials"]:
         shown = " ".join(f"{k}={v}" for k, v in row["values"].items())
-        value = f"{row[metric]:.4f}" if row[metric] is not None else "-"
-        print(f"  {row['trial']:<28} {row['status']:<9} {metric} {value}  {shown}")
+        values = "  ".join(f"{k} {row[k]:.4f}" if row.get(k) is not None else f"{k} -"
+                           for k in dict.fromkeys([metric, chosen]))
+        print(f"  {row['trial']:<28} {row['status']:<9} {values}  {shown}")
     if summary["best"]:
         print(f"  best: {summary['best']['trial']} -> {summary['best']['recipe']}")
     print(json.dumps({"trials": str(Path(summary['best']['recipe']).parent / 'trials.json')

@@ -15,6 +15,9 @@
 4. Results: `<storage>/sweeps/<name>/trials.json` (config, status, probe values, teacher pairs
    scored/cached), `best_recipe.yaml` (the base recipe plus the best values: run it with
    `raykd run <method> --recipe`) and one MLflow parent run with a child run per trial.
+   The best trial is the completed one with the highest final probe (`select="probe"`), or
+   with the highest full dev retrieval of its last stage (`select="dev"`: every trial that
+   ASHA lets finish also runs the recipe's dev evaluation).
 """
 
 from __future__ import annotations
@@ -72,6 +75,10 @@ class SweepOptions(BaseModel):
     grace_period: int = Field(1, ge=1)  # probes before ASHA may stop a trial
     reduction_factor: int = Field(2, ge=2)
     full_eval: bool = False  # also the recipe's full-retrieval eval at each stage end
+    # what picks the best trial: its last probe, or its last stage's full dev retrieval (the
+    # probe ranks finished students as full dev does with Spearman 0.89 at 50 x 20: it prunes
+    # well and can tie at the top; BENCHMARKS.md)
+    select: Literal["probe", "dev"] = "probe"
 
     def __init__(self, **values):
         try:
@@ -91,7 +98,12 @@ class SweepOptions(BaseModel):
         return [f"train.cpus_per_worker={self.trial_cpus}",
                 f"train.num_workers={self.trial_workers}",
                 f"teacher_concurrency={self.teacher_concurrency}", "test_split=null",
-                *([] if self.full_eval else ["eval.split=null"])]
+                *([] if self.full_eval or self.select == "dev" else ["eval.split=null"])]
+
+    @property
+    def selection_metric(self) -> str:
+        """The trials.json column the best trial is chosen by."""
+        return f"{self.select}/{self.measure}"
 
     def trial_base(self) -> list[str]:
         """Every trial's overrides before its own values."""
@@ -120,7 +132,9 @@ class SweepPlan:
                  f"CPU per trial, teacher pool {o.teacher_concurrency}",
                  f"metric: probe/{o.measure} (re-ranking {o.probe_source} top-{o.probe_depth} "
                  f"of {o.probe_queries or 'all'} dev queries) every {o.probe_every} steps; "
-                 f"ASHA grace {o.grace_period}, reduction {o.reduction_factor}",
+                 f"ASHA grace {o.grace_period}, reduction {o.reduction_factor}; best by "
+                 + ("the last probe" if o.select == "probe" else
+                    f"full dev retrieval ({o.measure}) of the trials that finish"),
                  "space: " + ", ".join(f"{d.field}={d.describe()}" for d in o.dims),
                  "trial overrides: " + " ".join(o.trial_base())]
         if self.adaptive:
@@ -332,6 +346,8 @@ def _trial_rows(plan: SweepPlan, grid, ctx: SweepContext, metric: str, max_t: in
         rows.append({"trial": name, "values": values, "status": status,
                      "iterations": iterations,
                      "step": result.metrics.get("step"), metric: result.metrics.get(metric),
+                     f"dev/{plan.options.measure}": dev_measure(storage / name,
+                                                                plan.options.measure),
                      "history": values_seen,
                      "pairs_scored": result.metrics.get("teacher/pairs_scored"),
                      "pairs_cached": result.metrics.get("teacher/pairs_cached"),
@@ -339,17 +355,35 @@ def _trial_rows(plan: SweepPlan, grid, ctx: SweepContext, metric: str, max_t: in
     return sorted(rows, key=lambda r: r["trial"])
 
 
+def dev_measure(run_dir: Path, measure: str) -> float | None:
+    """The last stage's full-retrieval dev `measure` from a run's results.json (None when the
+    run did not finish or did not evaluate)."""
+    path = Path(run_dir, "results.json")
+    if not path.exists():
+        return None
+    stages = json.loads(path.read_text()).get("stages") or [{}]
+    value = (stages[-1].get("metrics") or {}).get(measure)
+    return None if value is None else float(value)
+
+
+def best_trial(rows: list[dict], key: str) -> dict | None:
+    """The row with the highest `key` among completed trials (else among those not in error);
+    rows without a value for `key` are never chosen."""
+    ranked = [r for r in rows if r["status"] == "completed" and r.get(key) is not None] or [
+        r for r in rows if r["status"] != "error" and r.get(key) is not None]
+    return max(ranked, key=lambda r: r[key]) if ranked else None
+
+
 def _finish(plan: SweepPlan, rows: list[dict], warm: dict, before: dict, metric: str,
             max_t: int, parent) -> dict:
     o = plan.options
-    ranked = [r for r in rows if r["status"] == "completed" and r[metric] is not None] or [
-        r for r in rows if r["status"] != "error" and r[metric] is not None]
-    summary = {"sweep": o.name, "search": o.search, "metric": metric, "max_probes": max_t,
+    summary = {"sweep": o.name, "search": o.search, "metric": metric,
+               "selected_by": o.selection_metric, "max_probes": max_t,
                "trials": rows, "warm_up": {k: {**v, "scoring": v["scoring"]}
                                            for k, v in warm["stage0"].items()},
                "cache_before": before, "cache_after": cache_stats(warm), "best": None}
-    if ranked:
-        best = max(ranked, key=lambda r: r[metric])
+    best = best_trial(rows, o.selection_metric)
+    if best is not None:
         recipe = load_recipe(o.recipe, [*o.overrides, *as_overrides(best["values"]),
                                         f"name={o.name}-best"])
         path = plan.sweep_dir / BEST_RECIPE
@@ -358,18 +392,20 @@ def _finish(plan: SweepPlan, rows: list[dict], warm: dict, before: dict, metric:
     out = plan.sweep_dir / "trials.json"
     out.write_text(json.dumps(summary, indent=2, default=str) + "\n")
     if parent is not None:
-        _log_sweep(parent, summary, out, metric)
+        _log_sweep(parent, summary, out, metric, f"dev/{o.measure}")
     return summary
 
 
-def _log_sweep(parent, summary: dict, trials_file: Path, metric: str) -> None:
-    """Best values and counts on the parent run; each trial run's status and final probe."""
+def _log_sweep(parent, summary: dict, trials_file: Path, metric: str, dev: str) -> None:
+    """Best values and counts on the parent run; each trial run's status, final probe and
+    full dev retrieval (where it ran)."""
     best = summary["best"]
     counts = {s: sum(r["status"] == s for r in summary["trials"])
               for s in ("completed", "stopped", "error")}
     parent.log_metrics({f"trials_{k}": v for k, v in counts.items()})
     if best is not None:
-        parent.log_metrics({f"best/{metric}": best[metric]})
+        parent.log_metrics({f"best/{k}": best[k] for k in (metric, dev)
+                            if best.get(k) is not None})
         parent.set_tags({"sweep.best_trial": best["trial"],
                          **{f"sweep.best.{k}": v for k, v in best["values"].items()}})
         parent.log_artifact(best["recipe"])
@@ -383,7 +419,8 @@ def _log_sweep(parent, summary: dict, trials_file: Path, metric: str) -> None:
             continue
         run_id = runs[0].info.run_id
         client.set_tag(run_id, "sweep.status", row["status"])
-        if row[metric] is not None:
-            parent.log_metrics({f"final/{metric}": row[metric]}, run_id=run_id)
+        final = {f"final/{k}": row[k] for k in (metric, dev) if row.get(k) is not None}
+        if final:
+            parent.log_metrics(final, run_id=run_id)
         client.set_terminated(run_id, status={"completed": "FINISHED", "stopped": "KILLED"}.get(
             row["status"], "FAILED"))

@@ -54,16 +54,18 @@ class RunContext:
 
     def __init__(self, recipe: Recipe, *, echo: Callable[[str], None] = print,
                  train_callbacks=(), worker_extra: dict | None = None,
-                 step_hooks: Mapping[int, Sequence] | None = None):
+                 step_hooks: Mapping[int, Sequence] | None = None, score_scatter: bool = True):
         """`train_callbacks` join every stage's Ray Train callbacks and `worker_extra` every
         worker's `WorkerConfig.extra` (e.g. a sweep's Tune reporting and dev probe);
-        `step_hooks` maps a stage index to its workers' step hooks (raykd.train.hooks)."""
+        `step_hooks` maps a stage index to its workers' step hooks (raykd.train.hooks);
+        `score_scatter=False` skips the final teacher-vs-student plot (a sweep's trials)."""
         self.recipe = recipe
         # A URI storage: Ray Train, the score cache and MLflow artefacts write to it
         # directly; the driver's own files go to a local mirror synced with it (storage.py).
         self.storage = Storage(recipe.storage)
         self.run_dir = self.storage.local / recipe.name
         self.step_hooks = dict(step_hooks or {})
+        self.score_scatter = score_scatter
         self.echo = echo
         cache = recipe.score_cache or self.storage.uri("score_cache")
         self.cache_dir = cache if is_uri(cache) else str(Path(cache).resolve())

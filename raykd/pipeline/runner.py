@@ -217,7 +217,8 @@ class RecipeRunner(RunContext):
             test_metrics = test.metrics
             self.tracker.log_metrics(test_metrics, prefix=f"{recipe.test_split}/")
         log_loss_curve(self, [r.name for r in results])
-        log_score_scatter(self, self.stages, str(final_dir))
+        if self.score_scatter:
+            log_score_scatter(self, self.stages, str(final_dir))
         summary = dict(recipe=recipe.name, student=str(final_dir),
                        stages=[asdict(r) for r in results], test=test_metrics,
                        initial=initial, mlflow_model=model_uri)

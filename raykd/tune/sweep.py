@@ -289,9 +289,11 @@ def run_sweep(plan: SweepPlan, echo: Callable[[str], None] = print) -> dict:
         experiment_id=parent.experiment_id if parent else None,
         parent_run_id=parent.run_id if parent else None)
     max_t = _max_probes(plan, warm)
+    # A trial that survives its last probe runs to its own end (the steps after that probe,
+    # its dev evaluation, its results): ASHA's default would stop it at max_t.
     scheduler = ASHAScheduler(time_attr="training_iteration", max_t=max_t,
                               grace_period=min(o.grace_period, max_t),
-                              reduction_factor=o.reduction_factor)
+                              reduction_factor=o.reduction_factor, stop_last_trials=False)
     if plan.adaptive:
         from ray.tune.search.optuna import OptunaSearch
 
@@ -339,7 +341,7 @@ def _trial_rows(plan: SweepPlan, grid, ctx: SweepContext, metric: str, max_t: in
         values_seen = [] if history is None or metric not in history else [
             float(v) for v in history[metric].dropna()]
         iterations = int(result.metrics.get("training_iteration", 0) or 0)
-        # ASHA stops every trial at max_t, so 'completed' is: every probe reported
+        # 'completed': the run finished (its trial.json), or every probe was reported
         status = ("error" if result.error is not None else
                   "completed" if iterations >= max_t or (record and record.get("completed"))
                   else "stopped")

@@ -142,8 +142,10 @@ def _remote_run_recipe(raw: dict, values: dict, callback, probe: dict) -> None:
 
     offline_models()
     recipe = recipe_from_dict(raw)
+    # no teacher-vs-student plot: it would score a dev sample with the teacher in the trial
     runner = RecipeRunner(recipe, train_callbacks=[callback],
-                          worker_extra={"dev_probe": probe} if probe else None)
+                          worker_extra={"dev_probe": probe} if probe else None,
+                          score_scatter=False)
     # The same list: the trainer (and this callback with it) is pickled after teacher scoring,
     # so every report carries this trial's scoring counters to Tune.
     callback.scoring = runner.scoring

@@ -70,6 +70,9 @@ TEACHER_E3 = "teacher=bench/recipes/teachers/bm25_li_e3.yaml"
 LABELS = "loss.params.label_weight=1"  # + InfoNCE on the labelled lists
 # KL over the negatives only: the labels place the positive, the teacher orders the rest.
 DECOUPLED = ("loss.params.exclude_positives=true", "loss.params.positive_margin=null")
+# ADAM's own loss decoupled the same way: its KL over the mined negatives and dark examples,
+# the CE at full weight places the positive (the shipped recipe: whole-list KL, CE weight 0.1).
+ADAM_DECOUPLED = ("loss.params.exclude_positives=true", "loss.params.ce_weight=1.0")
 ROWS = [
     Row(BASELINE, "contrastive (InfoNCE on the labels, no teacher)", "jobs/contrastive.py", ALL),
     Row("corpus-kd", "KL on labelled + 709 corpus pseudo-queries, teacher lifted by the labels",
@@ -174,6 +177,8 @@ ROWS = [
            ("dark.enabled=false",)),
           ("adam-no-sp", "ADAM without self-paced selection (rho 1)", "jobs/adam.py",
            ("loss.params.rho=1.0",)),
+          ("adam-dkd", "ADAM, its KL over the non-positives + CE weight 1", "jobs/adam.py",
+           ADAM_DECOUPLED),
           ("margin-mse", "Margin-MSE", "jobs/margin_mse.py", ()),
           ("ckl", "CKL (+ InfoNCE)", "jobs/ckl.py", ()))),
     Row("kl-lifted", "KL on the labelled queries only, teacher lifted by the labels",
@@ -185,6 +190,8 @@ ROWS = [
         ALL + ("dark.enabled=false",)),
     Row("adam-all-no-sp", "ADAM without self-paced selection (rho 1: every query kept)",
         "jobs/adam.py", ALL + ("loss.params.rho=1.0",)),
+    Row("adam-dkd-all", "ADAM, its KL over the non-positives + CE weight 1 (decoupled)",
+        "jobs/adam.py", ALL + ADAM_DECOUPLED),
 ]
 
 
@@ -218,20 +225,15 @@ def finished(key: str, seed: int) -> bool:
     return (run_dir(key, seed) / "eval-test" / "run.trec").exists()
 
 
-def dev_run(folder: Path) -> Path | None:
-    """The last stage's dev run file, where its evaluation wrote one."""
-    found = sorted(folder.glob("stages/*/eval-dev/run.trec"))
-    return found[-1] if found else None
-
-
 def measured(key: str, seed: int, qrels: dict, dev_qrels: dict) -> dict:
     """One finished run: test metrics, dev nDCG@10 of its last stage, per-query test values
     and, where the last stage left its dev run, per-query dev values."""
     from raykd.eval.metrics import read_trec_run
     from raykd.eval.paired import per_query
+    from raykd.pipeline.files import last_stage_run
 
     folder = run_dir(key, seed)
-    dev = dev_run(folder)
+    dev = last_stage_run(folder, "dev")
     results = json.loads((folder / "results.json").read_text())
     wall = folder / "wall.json"
     stage = results["stages"][-1]

@@ -428,3 +428,32 @@ def test_adam_combines_weights_and_optional_ce():
     ce = F.cross_entropy(ADAM_S[:, :3], torch.zeros(2, dtype=torch.long))
     assert torch.allclose(total, torch.tensor(0.185822) + 0.5 * ce, atol=1e-5)
     assert {"kl", "ce", "kept_fraction", "mean_confidence", "total"} <= set(with_ce.last_stats)
+
+
+def test_adam_exclude_positives_is_kl_over_the_non_positives_by_hand():
+    """exclude_positives: the kept rows' KL over the candidates that are not positives (mined
+    negatives and dark examples alike, by hand), plus the CE that alone places the positive;
+    the KL gives the positive no gradient; without a CE weight it is refused, naming it."""
+    student = ADAM_S.clone().requires_grad_(True)
+    loss = build_loss("adam", selection="threshold", threshold=0.0, ce_weight=1.0,
+                      exclude_positives=True)
+    total = loss(student, ADAM_T, ADAM_POS, original_mask=ADAM_ORIG)
+    rows = []
+    for r in range(2):
+        rest = [c for c in range(5) if not bool(ADAM_POS[r, c])]
+        p = torch.softmax(ADAM_T[r, rest], dim=-1)
+        q = torch.log_softmax(ADAM_S[r, rest], dim=-1)
+        rows.append((p * (p.log() - q)).sum())
+    kl = torch.stack(rows).mean()
+    ce = F.cross_entropy(ADAM_S[:, :3], torch.zeros(2, dtype=torch.long))
+    assert torch.allclose(total, kl + ce, atol=1e-6)
+    assert torch.allclose(loss.last_stats["kl"], kl, atol=1e-6)
+    whole_list = build_loss("adam", selection="threshold", threshold=0.0)
+    assert not torch.allclose(kl, whole_list(ADAM_S, ADAM_T, ADAM_POS, original_mask=ADAM_ORIG))
+    grad_kl, = torch.autograd.grad(
+        build_loss("adam", selection="threshold", threshold=0.0, ce_weight=1e-9,
+                   exclude_positives=True)(student, ADAM_T, ADAM_POS, original_mask=ADAM_ORIG),
+        student)
+    assert abs(float(grad_kl[0, 0])) < 1e-8 and float(grad_kl[0, 1]) != 0
+    with pytest.raises(LossInputError, match="ce_weight"):
+        build_loss("adam", exclude_positives=True)

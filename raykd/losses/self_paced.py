@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import replace
 
 import torch
 from torch import Tensor
@@ -209,6 +210,10 @@ class SelfPacedKLLoss(DistillationLoss):
     * ``schedule``: ``"constant"`` (``threshold`` or ``rho``) or ``"linear"`` (from
       ``schedule_start`` to ``schedule_end`` over progress in [0, 1]).
     * ``ce_weight``: optional contrastive CE on the positive over the original list.
+    * ``exclude_positives``: the KL over each row's non-positive candidates only (mined
+      negatives and dark examples, both softmaxes renormalised over them), decoupled KD's
+      non-target term: the CE (``ce_weight``, then required > 0) alone places the positive and
+      the teacher orders the rest, so its KL can never pull a positive down.
 
     ``last_stats``: ``kept_fraction``, ``mean_confidence``, ``selection_value``, ``kl``
     (and ``ce``, ``total``).
@@ -234,6 +239,7 @@ class SelfPacedKLLoss(DistillationLoss):
         schedule_end: float | None = None,
         ce_weight: float = 0.0,
         t2_scaling: bool = False,
+        exclude_positives: bool = False,
         validate: bool = True,
     ) -> None:
         super().__init__(validate=validate)
@@ -272,6 +278,12 @@ class SelfPacedKLLoss(DistillationLoss):
             self.schedule = LinearSchedule(schedule_start, schedule_end)
         self.ce_weight = check_number(NAME, "ce_weight", ce_weight, low=0.0)
         self.t2_scaling = check_bool(NAME, "t2_scaling", t2_scaling)
+        self.exclude_positives = check_bool(NAME, "exclude_positives", exclude_positives)
+        if self.exclude_positives and self.ce_weight == 0:
+            raise LossInputError(
+                f"{NAME}: exclude_positives leaves the positive to the CE alone; set "
+                f"ce_weight > 0 (1.0 weighs it like the label-only recipe)"
+            )
 
     def selection_value(self, progress: float | None) -> float:
         """The threshold (or rho) at training progress ``progress``."""
@@ -286,7 +298,12 @@ class SelfPacedKLLoss(DistillationLoss):
             keep = select_instances(confidence, "threshold", threshold=value)
         else:
             keep = select_instances(confidence, "top_rho", rho=value)
-        kl = _kl(_with_weight(batch, keep), self.temperature, self.temperature, self.t2_scaling)
+        target = (
+            replace(batch, valid_mask=batch.valid_mask & ~batch.pos_mask)
+            if self.exclude_positives
+            else batch
+        )
+        kl = _kl(_with_weight(target, keep), self.temperature, self.temperature, self.t2_scaling)
         stats = {
             "kl": kl.detach(),
             "kept_fraction": keep.mean(),
@@ -306,5 +323,6 @@ class SelfPacedKLLoss(DistillationLoss):
     def extra_repr(self) -> str:
         return (
             f"temperature={self.temperature:g}, confidence_over={self.confidence_over!r}, "
-            f"selection={self.selection!r}, schedule={self.schedule!r}"
+            f"selection={self.selection!r}, schedule={self.schedule!r}, "
+            f"ce_weight={self.ce_weight:g}, exclude_positives={self.exclude_positives}"
         )

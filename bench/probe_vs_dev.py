@@ -43,11 +43,13 @@ def probe_value(run: dict, candidates: dict, qrels: dict) -> float:
 
 def dev_runs(outputs: Path) -> dict[str, Path]:
     """run name -> its last stage's full dev run file, for every finished run."""
+    from raykd.pipeline.files import last_stage_run
+
     found = {}
     for results in sorted(outputs.glob("*/results.json")):
-        runs = sorted(results.parent.glob("stages/*/eval-dev/run.trec"))
-        if runs:
-            found[results.parent.name] = runs[-1]
+        run = last_stage_run(results.parent, "dev")
+        if run is not None:
+            found[results.parent.name] = run
     return found
 
 

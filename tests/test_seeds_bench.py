@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from raykd.eval.metrics import write_trec_run
+from raykd.pipeline.files import last_stage_run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -73,5 +74,7 @@ def test_dev_delta_pairs_the_last_stage_dev_runs_and_skips_rows_without_them(see
     for stage in ("00-first", "01-second"):
         (tmp_path / "stages" / stage / "eval-dev").mkdir(parents=True)
         (tmp_path / "stages" / stage / "eval-dev" / "run.trec").write_text("")
-    assert seeds.dev_run(tmp_path) == tmp_path / "stages" / "01-second" / "eval-dev" / "run.trec"
-    assert seeds.dev_run(tmp_path / "stages" / "00-first") is None
+    assert last_stage_run(tmp_path, "dev") == (
+        tmp_path / "stages" / "01-second" / "eval-dev" / "run.trec")
+    assert last_stage_run(tmp_path, "test") is None
+    assert last_stage_run(tmp_path / "stages" / "00-first", "dev") is None

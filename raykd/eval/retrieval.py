@@ -14,6 +14,7 @@ from raykd.eval.metrics import DEFAULT_MEASURES, evaluate_run, run_from_results,
 
 log = logging.getLogger(__name__)
 SEARCH_CHUNK = 1024  # queries per call to a search actor
+RUN_FILE = "run.trec"  # a saved evaluation's ranking, beside its metrics.json
 
 
 @dataclass
@@ -27,10 +28,10 @@ class RetrievalResult:
     seconds: dict[str, float] = field(default_factory=dict)
 
     def save(self, out_dir: str | Path) -> Path:
-        """Write `run.trec` and `metrics.json` under `out_dir`."""
+        """Write `run.trec` (RUN_FILE) and `metrics.json` under `out_dir`."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        write_trec_run(out / "run.trec", self.run, tag=self.name)
+        write_trec_run(out / RUN_FILE, self.run, tag=self.name)
         (out / "metrics.json").write_text(json.dumps(
             {"name": self.name, "split": self.split, "metrics": self.metrics,
              "seconds": self.seconds}, indent=2) + "\n")

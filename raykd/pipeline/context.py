@@ -10,6 +10,7 @@ from pathlib import Path
 
 from raykd.config import Recipe, Stage
 from raykd.data.beir import BeirDataset
+from raykd.pipeline.files import STAGES_DIR
 from raykd.pipeline.kinds import student_kind
 from raykd.storage import Storage, is_uri
 from raykd.tracking import Tracker
@@ -81,7 +82,7 @@ class RunContext:
         return self.run_dir.parent / name
 
     def stage_dir(self, index: int, stage: Stage) -> Path:
-        return self.run_dir / "stages" / f"{index:02d}-{stage.name}"
+        return self.run_dir / STAGES_DIR / f"{index:02d}-{stage.name}"
 
     def student_options(self, index: int) -> dict:
         """The recipe's student options apply when loading the initial model; later stages

@@ -4,9 +4,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from raykd.eval.retrieval import RUN_FILE
+
 MINING_MARKER = "_mining.yaml"  # written last by every candidate writer
 GROUPS_FILE = "groups.parquet"
 STUDENT_DIR = "student"  # a trained student's folder (a stage's, and the run's final one)
+STAGES_DIR = "stages"  # a run's stage folders: stages/<NN>-<stage name>/
+
+
+def eval_dir_name(split: str) -> str:
+    """The folder an evaluation on `split` is saved in (in a stage's folder and in the run's)."""
+    return f"eval-{split}"
+
+
+def last_stage_run(run_dir: str | Path, split: str = "dev") -> Path | None:
+    """A run's last stage's ranking of `split` (`stages/*/eval-<split>/run.trec`), or None
+    where no stage evaluated on it."""
+    found = sorted(Path(run_dir).glob(f"{STAGES_DIR}/*/{eval_dir_name(split)}/{RUN_FILE}"))
+    return found[-1] if found else None
 
 
 def group_files(path: str | Path) -> list[Path]:

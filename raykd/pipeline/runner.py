@@ -21,7 +21,7 @@ import yaml
 from raykd.config import Stage, dump_recipe, recipe_from_dict, without_flat_defaults
 from raykd.errors import ConfigError
 from raykd.pipeline.context import SHARED_DIRS, RunContext
-from raykd.pipeline.files import STUDENT_DIR
+from raykd.pipeline.files import STUDENT_DIR, eval_dir_name
 from raykd.pipeline.kinds import student_kind
 from raykd.pipeline.plots import log_loss_curve, log_score_scatter
 from raykd.pipeline.steps import complete_stage, prepare_stage
@@ -213,7 +213,7 @@ class RecipeRunner(RunContext):
         if recipe.test_split:
             last = recipe.stages[-1]
             test = self.evaluate(str(final_dir), last, recipe.test_split)
-            test.save(self.run_dir / f"eval-{recipe.test_split}")  # per-query runs: paired stats
+            test.save(self.run_dir / eval_dir_name(recipe.test_split))  # per-query runs: paired stats
             test_metrics = test.metrics
             self.tracker.log_metrics(test_metrics, prefix=f"{recipe.test_split}/")
         log_loss_curve(self, [r.name for r in results])

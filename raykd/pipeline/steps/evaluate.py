@@ -10,6 +10,7 @@ from pathlib import Path
 from raykd.config import Stage
 from raykd.data.beir import BeirDataset
 from raykd.pipeline.context import RunContext, StageState
+from raykd.pipeline.files import eval_dir_name
 from raykd.pipeline.kinds import student_kind
 from raykd.pipeline.steps.registry import register_step
 
@@ -39,7 +40,7 @@ def _has_split(stage: Stage) -> bool:
 def _evaluate(ctx: RunContext, state: StageState) -> StageState:
     split = state.stage.eval.split
     evaluated = evaluate(ctx, state.student_out, state.stage, split)
-    evaluated.save(state.out / f"eval-{split}")
+    evaluated.save(state.out / eval_dir_name(split))
     metrics = evaluated.metrics
     ctx.tracker.log_metrics(metrics, step=state.steps, run_id=state.run_id, prefix=f"{split}/")
     ctx.tracker.log_metrics(metrics, step=state.index, prefix=f"{split}/stage_")

@@ -116,12 +116,8 @@ def ray_cluster():
             nodes = _get_json(f"{url}/api/v0/nodes")["data"]["result"]["result"]
             return sum(n["state"] == "ALIVE" for n in nodes) == 2 or None
 
-        # Ray gives a joining raylet a fixed 30 s to register with the GCS, after which
-        # `ray start` exits; on two busy cores that ran out once in CI. A node that exits is
-        # cleared away and started again, on fresh ports and a fresh temp dir.
-        for attempt in range(3):
-            worker_dir = f"{temp_dir}/w{attempt}"
-            log = logs / f"worker{attempt}.log"
+        def join(attempt: int) -> tuple[subprocess.Popen, str, Path]:
+            worker_dir, log = f"{temp_dir}/w{attempt}", logs / f"worker{attempt}.log"
             worker = subprocess.Popen(
                 # its own temp dir: two nodes on one machine must not share runtime_resources
                 # (a node's runtime-env agent deletes the packages only the other one uses)
@@ -130,16 +126,54 @@ def ray_cluster():
                 env=_env(), start_new_session=True, stdout=open(log, "w"),
                 stderr=subprocess.STDOUT)
             procs.append(worker)
-            if _wait(two_nodes, 300, "the second node", log, unless_exited=worker):
-                break
-            _stop([worker], worker_dir)
-        else:
-            raise RuntimeError(f"the second node's `ray start` exited 3 times\n"
-                               f"{log.read_text()[-3000:]}")
+            return worker, worker_dir, log
+
+        _start_until_ready(join, two_nodes, "the second node")
         yield url
     finally:
         _stop(procs, temp_dir)
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _start_until_ready(start, ready, what: str, attempts: int = 3, timeout: float = 300) -> int:
+    """`start(attempt)` -> (process, its temp dir, its log), until `ready()` holds; returns the
+    attempt that made it. Ray gives a joining raylet a fixed 30 s to register with the GCS,
+    after which `ray start` exits (on two busy cores that ran out once in CI): a process that
+    exits is cleared away and started again, on fresh ports and a fresh temp dir."""
+    for attempt in range(attempts):
+        process, temp_dir, log = start(attempt)
+        if _wait(ready, timeout, what, log, unless_exited=process):
+            return attempt
+        _stop([process], temp_dir)
+    raise RuntimeError(f"{what}: its start exited {attempts} times\n{log.read_text()[-3000:]}")
+
+
+def test_a_node_start_that_exits_is_started_again_then_given_up(tmp_path):
+    """Guards the cluster fixture's restart: a start whose process exits before the node is
+    ready is stopped and tried again (the second, lasting one is kept); one that exits every
+    time fails with its log's tail, after `attempts` tries and without waiting out the timeout."""
+    started = []
+
+    def start(attempt, exits=lambda attempt: attempt == 0):
+        log = tmp_path / f"start{attempt}.log"
+        log.write_text(f"attempt {attempt}\n")
+        script = "exit 1" if exits(attempt) else "sleep 60"
+        process = subprocess.Popen(["sh", "-c", script], start_new_session=True)
+        started.append(process)
+        return process, str(tmp_path / f"t{attempt}"), log
+
+    def ready():
+        return len(started) == 2 and started[1].poll() is None
+
+    began = time.time()
+    assert _start_until_ready(start, ready, "a node", timeout=30) == 1
+    assert started[0].returncode == 1 and started[1].poll() is None
+    _stop([started[1]], str(tmp_path / "t1"))
+    started.clear()
+    with pytest.raises(RuntimeError, match="exited 3 times\nattempt 2"):
+        _start_until_ready(lambda a: start(a, exits=lambda _: True), lambda: None, "a node",
+                           timeout=30)
+    assert len(started) == 3 and time.time() - began < 30
 
 
 def _wait(probe, timeout: float, what: str, log: Path | None = None,

@@ -71,8 +71,10 @@ LABELS = "loss.params.label_weight=1"  # + InfoNCE on the labelled lists
 # KL over the negatives only: the labels place the positive, the teacher orders the rest.
 DECOUPLED = ("loss.params.exclude_positives=true", "loss.params.positive_margin=null")
 # ADAM's own loss decoupled the same way: its KL over the mined negatives and dark examples,
-# the CE at full weight places the positive (the shipped recipe: whole-list KL, CE weight 0.1).
+# the CE at full weight places the positive (the bundled recipe's loss since session 16).
 ADAM_DECOUPLED = ("loss.params.exclude_positives=true", "loss.params.ce_weight=1.0")
+# ADAM's loss before that (the paper's reconstruction): KL over the whole list, CE weight 0.1.
+ADAM_WHOLE_LIST = ("loss.params.exclude_positives=false", "loss.params.ce_weight=0.1")
 ROWS = [
     Row(BASELINE, "contrastive (InfoNCE on the labels, no teacher)", "jobs/contrastive.py", ALL),
     Row("corpus-kd", "KL on labelled + 709 corpus pseudo-queries, teacher lifted by the labels",
@@ -172,11 +174,12 @@ ROWS = [
           "3 epochs", job, ALL + (TEACHER3_256, "student.passage_max_length=256",
                                   "train.epochs=3", *extra))
       for key, label, job, extra in (
-          ("adam", "ADAM (dark examples + self-paced)", "jobs/adam.py", ()),
-          ("adam-no-dark", "ADAM without dark examples", "jobs/adam.py",
-           ("dark.enabled=false",)),
-          ("adam-no-sp", "ADAM without self-paced selection (rho 1)", "jobs/adam.py",
-           ("loss.params.rho=1.0",)),
+          ("adam", "ADAM (dark examples + self-paced), whole-list KL", "jobs/adam.py",
+           ADAM_WHOLE_LIST),
+          ("adam-no-dark", "ADAM without dark examples, whole-list KL", "jobs/adam.py",
+           ("dark.enabled=false", *ADAM_WHOLE_LIST)),
+          ("adam-no-sp", "ADAM without self-paced selection (rho 1), whole-list KL",
+           "jobs/adam.py", ("loss.params.rho=1.0", *ADAM_WHOLE_LIST)),
           ("adam-dkd", "ADAM, its KL over the non-positives + CE weight 1", "jobs/adam.py",
            ADAM_DECOUPLED),
           ("margin-mse", "Margin-MSE", "jobs/margin_mse.py", ()),
@@ -185,13 +188,18 @@ ROWS = [
         "jobs/corpus_kd.py", ("data.queries=labelled",)),
     Row("ckl-all", "CKL (+ InfoNCE)", "jobs/ckl.py", ALL),
     Row("margin-mse-all", "Margin-MSE", "jobs/margin_mse.py", ALL),
-    Row("adam-all", "ADAM (dark examples + self-paced)", "jobs/adam.py", ALL),
-    Row("adam-all-no-dark", "ADAM without dark examples", "jobs/adam.py",
-        ALL + ("dark.enabled=false",)),
-    Row("adam-all-no-sp", "ADAM without self-paced selection (rho 1: every query kept)",
-        "jobs/adam.py", ALL + ("loss.params.rho=1.0",)),
-    Row("adam-dkd-all", "ADAM, its KL over the non-positives + CE weight 1 (decoupled)",
-        "jobs/adam.py", ALL + ADAM_DECOUPLED),
+    Row("adam-all", "ADAM (dark examples + self-paced), whole-list KL + CE 0.1", "jobs/adam.py",
+        ALL + ADAM_WHOLE_LIST),
+    Row("adam-all-no-dark", "ADAM without dark examples, whole-list KL", "jobs/adam.py",
+        ALL + ("dark.enabled=false", *ADAM_WHOLE_LIST)),
+    Row("adam-all-no-sp", "ADAM without self-paced selection (rho 1: every query kept), "
+        "whole-list KL", "jobs/adam.py", ALL + ("loss.params.rho=1.0", *ADAM_WHOLE_LIST)),
+    Row("adam-dkd-all", "ADAM, its KL over the non-positives + CE weight 1 (decoupled; "
+        "`make run`)", "jobs/adam.py", ALL + ADAM_DECOUPLED),
+    Row("adam-dkd-all-no-dark", "ADAM decoupled, without dark examples", "jobs/adam.py",
+        ALL + ADAM_DECOUPLED + ("dark.enabled=false",)),
+    Row("adam-dkd-all-no-sp", "ADAM decoupled, without self-paced selection (rho 1)",
+        "jobs/adam.py", ALL + ADAM_DECOUPLED + ("loss.params.rho=1.0",)),
 ]
 
 

@@ -207,6 +207,11 @@ ROWS = [
         "jobs/adam.py", ALL + ADAM_DECOUPLED + (
             "teacher.members.1.model=outputs/contrastive-all-s{seed}/student",
             "teacher.weights=[0.9,1.7]")),
+    # `python jobs/adam.py --long` as shipped (the bundled teacher, the decoupled loss): the
+    # documented preset for the label-only student's best budget (256 tokens, three passes).
+    Row("adam-dkd-long", "ADAM decoupled, the bundled teacher, 256 tokens, 3 epochs (`--long`)",
+        "jobs/adam.py", ALL + ADAM_DECOUPLED + ("student.passage_max_length=256",
+                                                "train.epochs=3")),
 ]
 
 

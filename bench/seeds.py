@@ -67,6 +67,11 @@ TEACHER_XF = "teacher=bench/recipes/teachers/xf_bm25_bi_li.yaml"
 TEACHER3_256 = "teacher=bench/recipes/teachers/bm25_bi256_li.yaml"
 TEACHER_NEURAL = "teacher=bench/recipes/teachers/bi256_li.yaml"
 TEACHER_E3 = "teacher=bench/recipes/teachers/bm25_li_e3.yaml"
+TEACHER_LO3 = "teacher=bench/recipes/teachers/bm25_lo3_e3.yaml"
+# A second stage from the label-only student at its best budget (three passes, 256 tokens);
+# the dense half of the candidates mined by that student (the recipes' default mining model).
+STAGE2 = ("student.model=outputs/contrastive-len256-e3-s{seed}/student",
+          "student.passage_max_length=256", "train.lr=2e-5")
 LABELS = "loss.params.label_weight=1"  # + InfoNCE on the labelled lists
 # KL over the negatives only: the labels place the positive, the teacher orders the rest.
 DECOUPLED = ("loss.params.exclude_positives=true", "loss.params.positive_margin=null")
@@ -212,6 +217,20 @@ ROWS = [
     Row("adam-dkd-long", "ADAM decoupled, the bundled teacher, 256 tokens, 3 epochs (`--long`)",
         "jobs/adam.py", ALL + ADAM_DECOUPLED + ("student.passage_max_length=256",
                                                 "train.epochs=3")),
+    # Stage 2 from the label-only student at its best budget (`contrastive-len256-e3` of the
+    # same seed): one more pass over the labelled queries at lr 2e-5, the candidates mined by
+    # that student itself (its own confusions). The KD row learns from the seed ensemble (BM25 +
+    # the three label-only students), the control goes on with InfoNCE on the same lists.
+    Row("st2-dkd-lo3", "stage 2 from the three-pass label-only student: InfoNCE + KL over the "
+        "negatives from BM25 + the three label-only students", "jobs/corpus_kd.py",
+        STAGE2 + (TEACHER_LO3, LABELS, *DECOUPLED, "data.queries=labelled")),
+    Row("st2-cont", "stage 2 from the three-pass label-only student, no teacher: InfoNCE on "
+        "the same lists", "jobs/contrastive.py", STAGE2 + ("data.max_queries=null",)),
+    # The same KD stage with 709 corpus pseudo-queries beside the labelled ones: on queries no
+    # member was trained on, the seed ensemble's scores are the only target (its whole list).
+    Row("st2-dkd-lo3-both", "stage 2 as `st2-dkd-lo3`, plus KL alone on 709 corpus "
+        "pseudo-queries", "jobs/corpus_kd.py",
+        STAGE2 + (TEACHER_LO3, LABELS, *DECOUPLED, "data.queries=both")),
 ]
 
 

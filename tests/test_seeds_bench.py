@@ -78,3 +78,16 @@ def test_dev_delta_pairs_the_last_stage_dev_runs_and_skips_rows_without_them(see
         tmp_path / "stages" / "01-second" / "eval-dev" / "run.trec")
     assert last_stage_run(tmp_path, "test") is None
     assert last_stage_run(tmp_path / "stages" / "00-first", "dev") is None
+
+
+def test_every_teacher_file_a_row_names_is_a_valid_teacher(seeds):
+    """Guards the rows' teacher files (bench/recipes/teachers/): each loads as a TeacherSpec
+    (an ensemble's weights one per member, every field checked), so a broken file fails here,
+    not minutes into a run."""
+    from raykd.config import load_teacher_spec
+
+    named = {o.split("=", 1)[1] for row in seeds.ROWS for o in row.overrides
+             if o.startswith("teacher=")}
+    assert "bench/recipes/teachers/bm25_lo3_e3.yaml" in named
+    for path in sorted(named):
+        assert load_teacher_spec(ROOT / path).kind, path

@@ -226,11 +226,12 @@ ROWS = [
         STAGE2 + (TEACHER_LO3, LABELS, *DECOUPLED, "data.queries=labelled")),
     Row("st2-cont", "stage 2 from the three-pass label-only student, no teacher: InfoNCE on "
         "the same lists", "jobs/contrastive.py", STAGE2 + ("data.max_queries=null",)),
-    # The same KD stage with 709 corpus pseudo-queries beside the labelled ones: on queries no
-    # member was trained on, the seed ensemble's scores are the only target (its whole list).
-    Row("st2-dkd-lo3-both", "stage 2 as `st2-dkd-lo3`, plus KL alone on 709 corpus "
-        "pseudo-queries", "jobs/corpus_kd.py",
-        STAGE2 + (TEACHER_LO3, LABELS, *DECOUPLED, "data.queries=both")),
+    # The teacher only where no label is: InfoNCE on the labelled lists (as the control) and
+    # KL to the seed ensemble over 709 corpus pseudo-queries, queries no member was trained on.
+    Row("st2-kl-lo3-pseudo", "stage 2 from the three-pass label-only student: InfoNCE on the "
+        "labelled lists, KL to BM25 + the three label-only students on 709 pseudo-queries",
+        "jobs/corpus_kd.py", STAGE2 + (TEACHER_LO3, LABELS, "loss.params.positive_margin=null",
+                                       "loss.params.unlabelled_only=true", "data.queries=both")),
 ]
 
 

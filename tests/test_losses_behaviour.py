@@ -144,6 +144,37 @@ def test_kl_exclude_positives_is_kl_over_the_negatives_by_hand():
         build_loss("kl", exclude_positives=True, positive_margin=1.0)
 
 
+def test_kl_unlabelled_only_is_the_kl_of_the_unlabelled_rows_plus_the_labels_by_hand():
+    """unlabelled_only: the KL averaged over the rows without a labelled positive only, plus
+    label_weight x InfoNCE over the labelled rows (by hand), so the teacher gives a labelled
+    row no gradient beyond its label; combinations that would change the labelled rows, or
+    leave them without a loss, are refused by name."""
+    student = torch.tensor([[0.2, 0.9, -0.3, 0.4], [0.5, 0.1, 0.0, -0.2],
+                            [0.3, -0.1, 0.8, 0.0]], requires_grad=True)
+    teacher = torch.tensor([[1.0, 3.0, 2.0, -1.0], [0.0, 0.5, 1.5, 1.0], [2.0, 0.0, 1.0, 0.5]])
+    pos = mask([[False, True, False, False], [False] * 4, [False] * 4])
+    loss = build_loss("kl", unlabelled_only=True, label_weight=0.5)(student, teacher, pos)
+
+    def kl(row):
+        return F.kl_div(torch.log_softmax(student[row], -1), torch.log_softmax(teacher[row], -1),
+                        reduction="sum", log_target=True)
+    nll = -torch.log_softmax(student[0], -1)[1]
+    assert torch.allclose(loss, (kl(1) + kl(2)) / 2 + 0.5 * nll)
+    same = build_loss("kl", unlabelled_only=True, label_weight=0.5)
+    labelled_changed, unlabelled_changed = teacher.clone(), teacher.clone()
+    labelled_changed[0] = torch.tensor([5.0, -5.0, 0.0, 1.0])
+    unlabelled_changed[2] = torch.tensor([-2.0, 0.0, 1.0, 0.5])
+    assert torch.allclose(loss, same(student, labelled_changed, pos))
+    assert not torch.allclose(loss, same(student, unlabelled_changed, pos))
+    loss.backward()
+    assert torch.allclose(student.grad[0], 0.5 * (torch.softmax(student[0], -1).detach()
+                                                  - F.one_hot(torch.tensor(1), 4)))
+    with pytest.raises(ValueError, match="exclude_positives and positive_margin"):
+        build_loss("kl", unlabelled_only=True, label_weight=1.0, exclude_positives=True)
+    with pytest.raises(ValueError, match="label_weight > 0"):
+        build_loss("kl", unlabelled_only=True)
+
+
 # --------------------------------------------------------------------------------- InfoNCE
 
 

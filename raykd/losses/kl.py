@@ -102,6 +102,9 @@ class KLLoss(DistillationLoss):
     renormalised over them), the non-target term of decoupled KD (Zhao et al., 2022): the labels
     alone place the positive (with ``label_weight``), the teacher only orders the rest, so it
     can never pull a positive down. Rows without a labelled positive keep their whole list.
+    ``unlabelled_only`` takes the KL over the rows without a labelled positive alone
+    (pseudo-queries), averaged over them: the labelled rows learn from the labels only
+    (``label_weight`` > 0), the teacher speaks only where no label does.
     """
 
     name = NAME
@@ -119,11 +122,20 @@ class KLLoss(DistillationLoss):
         positive_margin: float | None = None,
         label_weight: float = 0.0,
         exclude_positives: bool = False,
+        unlabelled_only: bool = False,
         validate: bool = True,
     ) -> None:
         super().__init__(validate=validate)
         self.label_weight = check_number(NAME, "label_weight", label_weight, low=0.0)
         self.exclude_positives = check_bool(NAME, "exclude_positives", exclude_positives)
+        self.unlabelled_only = check_bool(NAME, "unlabelled_only", unlabelled_only)
+        if self.unlabelled_only and (exclude_positives or positive_margin is not None):
+            raise ValueError(f"{NAME}: exclude_positives and positive_margin change the labelled "
+                             f"rows, which unlabelled_only leaves to the labels; set "
+                             f"exclude_positives=false and positive_margin=null")
+        if self.unlabelled_only and not self.label_weight:
+            raise ValueError(f"{NAME}: unlabelled_only with label_weight=0 leaves the labelled "
+                             f"rows without a loss; set label_weight > 0")
         if self.exclude_positives and positive_margin is not None:
             raise ValueError(f"{NAME}: positive_margin lifts the positives that "
                              f"exclude_positives leaves out of the KL; set "
@@ -156,6 +168,11 @@ class KLLoss(DistillationLoss):
                                                           self.positive_margin))
         target = replace(batch, valid_mask=batch.valid_mask & ~batch.pos_mask) \
             if self.exclude_positives else batch
+        if self.unlabelled_only:
+            unlabelled = (~batch.pos_mask.any(dim=-1)).to(batch.student.dtype)
+            weight = unlabelled if batch.instance_weight is None \
+                else unlabelled * batch.instance_weight
+            target = replace(batch, instance_weight=weight)
         self._check_collapse(target.teacher, target.valid_mask, self.teacher_temperature)
         loss = _kl(target, self.student_temperature, self.teacher_temperature, self.t2_scaling)
         if self.label_weight:
@@ -166,5 +183,6 @@ class KLLoss(DistillationLoss):
         return (
             f"student_temperature={self.student_temperature:g}, "
             f"teacher_temperature={self.teacher_temperature:g}, t2_scaling={self.t2_scaling}, "
-            f"label_weight={self.label_weight:g}, exclude_positives={self.exclude_positives}"
+            f"label_weight={self.label_weight:g}, exclude_positives={self.exclude_positives}, "
+            f"unlabelled_only={self.unlabelled_only}"
         )

@@ -143,11 +143,18 @@ def test_selecting_by_dev_picks_the_finished_trial_with_the_best_full_dev_retrie
     assert "eval.split=null" in probe.trial_base() and "eval.split=null" not in dev.trial_base()
 
 
+def _at(node: dict, field: str):
+    for key in field.split("."):
+        node = node[key]
+    return node
+
+
 @pytest.mark.parametrize("space", sorted(
     p.name for p in (Path(__file__).parents[1] / "raykd" / "recipes" / "spaces").glob("*.yaml")))
 def test_bundled_space_files_plan_and_every_trial_carries_its_values(space):
-    """Guards the shipped sweeps: each space file parses, plans at least 8 trials, and each
-    trial's recipe holds its swept values (on every stage) and the trial-only budget."""
+    """Guards the shipped sweeps: each space file parses, plans one trial per point of its
+    grid, and each trial's recipe holds its swept values (on every stage) and the space's own
+    trial-only overrides."""
     from raykd.commands.tune import build_parser, options_from_args
     from raykd.recipes import bundled_path
     from raykd.tune.sweep import _validate
@@ -155,19 +162,26 @@ def test_bundled_space_files_plan_and_every_trial_carries_its_values(space):
     # by its bare name, as the README gives it; the space names its recipe by name too
     args = build_parser().parse_args(["--space", Path(space).stem])
     plan = plan_sweep(options_from_args(args))
-    recipe_name = yaml.safe_load(bundled_path(Path(space).stem, "space").read_text())["recipe"]
-    assert Path(plan.options.recipe) == bundled_path(recipe_name)
-    assert len(plan.trials) >= 8
+    raw = yaml.safe_load(bundled_path(Path(space).stem, "space").read_text())
+    assert Path(plan.options.recipe) == bundled_path(raw["recipe"])
+    assert raw["search"] == "grid"
+    grid_points = 1
+    for domain in raw["space"].values():
+        grid_points *= len(yaml.safe_load(domain.removeprefix("choice:")))
+    assert len(plan.trials) == grid_points >= 4
     assert len({tuple(sorted(t.items())) for t in plan.trials}) == len(plan.trials)
     for i, values in enumerate(plan.trials):
         recipe = _validate(plan.options, values, str(i)).model_dump(mode="json")
         for field, value in values.items():
             for stage in recipe["stages"]:
-                node = stage
-                for key in field.split("."):
-                    node = node[key]
-                assert node == pytest.approx(value), (space, i, field)
-        assert all(stage["train"]["max_steps"] == 24 for stage in recipe["stages"])
+                assert _at(stage, field) == pytest.approx(value), (space, i, field)
+        for item in raw["trial_overrides"]:
+            field, _, value = item.partition("=")
+            expected = yaml.safe_load(value)
+            if field in recipe:
+                assert recipe[field] == expected, (space, field)
+            else:
+                assert all(_at(stage, field) == expected for stage in recipe["stages"]), field
 
 
 def test_two_trial_asha_sweep_shares_the_cache_and_its_best_recipe_reruns(

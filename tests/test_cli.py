@@ -143,7 +143,7 @@ def test_bundled_files_resolve_by_bare_name_path_or_package_path(tmp_path, monke
     mine.write_text("name: mine\n")
     assert bundled_file("ckl") == Path("ckl")  # a file of that name in the cwd wins
     with pytest.raises(ConfigError, match=r"nope: no such space file \(bundled spaces: "
-                                          r"adam_scifact, ckl_scifact\)"):
+                                          r"adam_dark_scifact, adam_scifact, ckl_scifact\)"):
         require_file("nope", "space", "--space")
     spec = resolve_teacher("bm25_contrastive")
     assert spec.kind == "ensemble" and spec.weights == [0.9, 1.7]

@@ -239,6 +239,11 @@ ROWS = [
     Row("st2-dkd-st2", "stage 2 from the three-pass label-only student: InfoNCE + KL over the "
         "negatives from BM25 + the three stage-2 label-only students", "jobs/corpus_kd.py",
         STAGE2 + (TEACHER_ST2, LABELS, *DECOUPLED, "data.queries=labelled")),
+    # The ADAM sweep's best on dev (session 20, one seed): `make run`'s recipe plus 708 corpus
+    # pseudo-queries, their source passage as the positive (177 steps; KD's own extra data).
+    Row("adam-dkd-all-pseudo", "ADAM decoupled + 709 corpus pseudo-queries (source passage as "
+        "the positive)", "jobs/adam.py", ALL + ADAM_DECOUPLED + (
+            "data.queries=both", "data.pseudo.count=709", "data.pseudo.source_as_positive=true")),
 ]
 
 

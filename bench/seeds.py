@@ -241,8 +241,8 @@ ROWS = [
         STAGE2 + (TEACHER_ST2, LABELS, *DECOUPLED, "data.queries=labelled")),
     # The ADAM sweep's best on dev (session 20, one seed): `make run`'s recipe plus 708 corpus
     # pseudo-queries, their source passage as the positive (177 steps; KD's own extra data).
-    Row("adam-dkd-all-pseudo", "ADAM decoupled + 709 corpus pseudo-queries (source passage as "
-        "the positive)", "jobs/adam.py", ALL + ADAM_DECOUPLED + (
+    Row("adam-dkd-all-pseudo", "ADAM decoupled + pseudo-queries from 709 corpus passages "
+        "(source passage as the positive)", "jobs/adam.py", ALL + ADAM_DECOUPLED + (
             "data.queries=both", "data.pseudo.count=709", "data.pseudo.source_as_positive=true")),
 ]
 

@@ -218,6 +218,14 @@ ROWS = [
     Row("adam-dkd-long", "ADAM decoupled, the bundled teacher, 256 tokens, 3 epochs (`--long`)",
         "jobs/adam.py", ALL + ADAM_DECOUPLED + ("student.passage_max_length=256",
                                                 "train.epochs=3")),
+    # ADAM's own question at its best budget (three passes, `--long`): the same recipe without
+    # dark examples, and without self-paced selection (rho 1: every query kept).
+    Row("adam-dkd-long-no-dark", "ADAM decoupled `--long`, without dark examples",
+        "jobs/adam.py", ALL + ADAM_DECOUPLED + ("student.passage_max_length=256",
+                                                "train.epochs=3", "dark.enabled=false")),
+    Row("adam-dkd-long-no-sp", "ADAM decoupled `--long`, without self-paced selection (rho 1)",
+        "jobs/adam.py", ALL + ADAM_DECOUPLED + ("student.passage_max_length=256",
+                                                "train.epochs=3", "loss.params.rho=1.0")),
     # Stage 2 from the label-only student at its best budget (`contrastive-len256-e3` of the
     # same seed): one more pass over the labelled queries at lr 2e-5, the candidates mined by
     # that student itself (its own confusions). The KD row learns from the seed ensemble (BM25 +

@@ -28,6 +28,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from raykd.config import seed_overrides
+
 ROOT = Path(__file__).resolve().parents[1]
 RECORD = ROOT / "outputs" / "bench" / "seeds.json"
 BASELINE = "contrastive-all"
@@ -42,9 +44,7 @@ class Row:
     overrides: tuple[str, ...] = ()
 
     def args(self, seed: int) -> list[str]:
-        seeded = [] if seed == DEFAULT_SEED else [
-            f"data.seed={seed}", f"data.pseudo.seed={seed}", f"dark.seed={seed}",
-            f"train.seed={seed}"]
+        seeded = [] if seed == DEFAULT_SEED else seed_overrides(seed)
         own = [o.format(seed=seed) for o in self.overrides]  # `{seed}`: this seed's runs
         return [self.job, "--name", run_name(self.key, seed), *own, *seeded]
 

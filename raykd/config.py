@@ -652,6 +652,16 @@ def parse_value(text: str) -> Any:
     return yaml.safe_load(text) if text != "" else ""
 
 
+# Every seeded choice of a stage: the sampled queries and pseudo-queries, the negatives, the
+# dark examples, the data order and dropout.
+SEEDED_FIELDS = ("data.seed", "data.pseudo.seed", "dark.seed", "train.seed")
+
+
+def seed_overrides(seed: int) -> list[str]:
+    """Overrides that run a recipe at `seed`: every seeded field of every stage set to it."""
+    return [f"{field}={seed}" for field in SEEDED_FIELDS]
+
+
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     """Apply `a.b.c=value` overrides to a raw recipe dict; stage shortcuts fan out to all stages."""
     for item in overrides:

@@ -97,12 +97,17 @@ def test_a_bad_sampled_field_fails_before_any_trial(tmp_path, toy_beir_dir, tiny
                                        ({"probe_source": "dense"}, "probe_source"),
                                        ({"trial_cpus": 0}, "trial_cpus"),
                                        ({"max_concurent": 2}, "max_concurent"),
-                                       ({"select": "test"}, "select")])
+                                       ({"select": "test"}, "select"),
+                                       ({"seeds": []}, "seeds"),
+                                       ({"seeds": [13, 13]}, "seeds"),
+                                       ({"seeds": [13, 14], "search": "optuna"}, "seeds"),
+                                       ({"seeds": [13, 14], "dims": parse_space(
+                                           ["data.seed=choice:[1,2]"])}, "seeds")])
 def test_sweep_options_are_validated_on_construction(bad, field):
     """Guards the validated sweep spec: a bad value or a misspelt key is a ConfigError naming
     the field, before any plan is made; defaults follow the search."""
     with pytest.raises(ConfigError) as err:
-        SweepOptions(recipe="r.yaml", name="s", dims=[], **bad)
+        SweepOptions(**{"recipe": "r.yaml", "name": "s", "dims": [], **bad})
     assert err.value.field == field
     assert SweepOptions(recipe="r.yaml", name="s", dims=[]).num_samples == 1
     assert SweepOptions(recipe="r.yaml", name="s", dims=[], search="random").num_samples == 8
@@ -113,7 +118,7 @@ def test_selecting_by_dev_picks_the_finished_trial_with_the_best_full_dev_retrie
     read from each run's results.json (last stage), and the best trial is the completed one
     with the highest dev value, whatever the probe says; a stopped trial or one without a dev
     value is never chosen."""
-    from raykd.tune.sweep import best_trial, dev_measure
+    from raykd.tune.sweep import best_config, dev_measure, group_configs
 
     def run(name: str, stages: list[dict] | None) -> Path:
         folder = tmp_path / name
@@ -128,15 +133,78 @@ def test_selecting_by_dev_picks_the_finished_trial_with_the_best_full_dev_retrie
     assert dev_measure(run("t02", [{"metrics": {}}]), "nDCG@10") is None  # no evaluation
     assert dev_measure(run("t03", None), "nDCG@10") is None  # stopped: no results.json
 
-    rows = [{"trial": "t00", "status": "completed", "probe/nDCG@10": 0.70, "dev/nDCG@10": 0.61},
-            {"trial": "t01", "status": "completed", "probe/nDCG@10": 0.66, "dev/nDCG@10": 0.64},
-            {"trial": "t02", "status": "completed", "probe/nDCG@10": 0.71, "dev/nDCG@10": None},
-            {"trial": "t03", "status": "stopped", "probe/nDCG@10": 0.69, "dev/nDCG@10": 0.70},
-            {"trial": "t04", "status": "error", "probe/nDCG@10": 0.90, "dev/nDCG@10": 0.90}]
-    assert best_trial(rows, "dev/nDCG@10")["trial"] == "t01"
-    assert best_trial(rows, "probe/nDCG@10")["trial"] == "t02"
-    assert best_trial(rows[3:], "dev/nDCG@10")["trial"] == "t03"  # no completed one with a value
-    assert best_trial(rows[4:], "dev/nDCG@10") is None
+    rows = [{"trial": f"t0{i}", "status": status, "values": {"train.lr": i},
+             "probe/nDCG@10": probe, "dev/nDCG@10": dev}
+            for i, (status, probe, dev) in enumerate([("completed", 0.70, 0.61),
+                                                      ("completed", 0.66, 0.64),
+                                                      ("completed", 0.71, None),
+                                                      ("stopped", 0.69, 0.70),
+                                                      ("error", 0.90, 0.90)])]
+    keys = ["probe/nDCG@10", "dev/nDCG@10"]
+
+    def best(rows, key):
+        chosen = best_config(group_configs(rows, keys), key)
+        return chosen and chosen["trials"]
+
+    assert best(rows, "dev/nDCG@10") == ["t01"]
+    assert best(rows, "probe/nDCG@10") == ["t02"]
+    assert best(rows[3:], "dev/nDCG@10") == ["t03"]  # no completed one with a value
+    assert best(rows[4:], "dev/nDCG@10") is None
+
+
+def test_seeds_run_every_config_at_each_seed_and_pick_the_best_mean(
+        tmp_path, toy_beir_dir, tiny_encoder_dir):
+    """Guards `seeds`: each config is planned once per seed with every seeded field of every
+    stage set to it, and the best config is the one with the highest mean over its seeds, not
+    the one with the best single seed; a config missing a seed's value is passed over."""
+    from raykd.config import SEEDED_FIELDS
+    from raykd.tune.sweep import _validate, best_config, group_configs
+
+    recipe = write_base_recipe(tmp_path / "r.yaml", toy_beir_dir, tiny_encoder_dir,
+                               tmp_path / "out", "sqlite:///" + str(tmp_path / "m.db"))
+    dims = parse_space(["loss.params.temperature=choice:[1,2]"])
+    plan = plan_sweep(SweepOptions(recipe=str(recipe), name="s", dims=dims, seeds=[13, 14, 15]))
+    assert [(t["loss.params.temperature"], t["train.seed"]) for t in plan.trials] == [
+        (1, 13), (1, 14), (1, 15), (2, 13), (2, 14), (2, 15)]
+    assert "seeds: 13, 14, 15: each config at every seed" in plan.describe()
+    stage = _validate(plan.options, plan.trials[4], "4").stages[0]
+    assert (stage.data.seed, stage.data.pseudo.seed, stage.dark.seed, stage.train.seed,
+            stage.loss.params["temperature"]) == (14, 14, 14, 14, 2)
+    assert not (tmp_path / "out").exists()
+
+    key = "dev/nDCG@10"
+    rows = [{"trial": f"t0{i}", "status": "completed", key: dev,
+             "values": {"loss.params.temperature": temperature,
+                        **dict.fromkeys(SEEDED_FIELDS, seed)}}
+            for i, (temperature, seed, dev) in enumerate([
+                (1, 13, 0.75), (1, 14, 0.60), (1, 15, 0.61),  # the best seed, mean 0.6533
+                (2, 13, 0.70), (2, 14, 0.69), (2, 15, 0.68)])]  # mean 0.69
+    configs = group_configs(rows, [key])
+    assert [c["trials"] for c in configs] == [["t00", "t01", "t02"], ["t03", "t04", "t05"]]
+    assert configs[1][key] == pytest.approx(0.69)
+    assert configs[1][f"{key} sd"] == pytest.approx(0.01)
+    assert best_config(configs, key)["values"] == {"loss.params.temperature": 2}
+    rows[4].update(status="stopped", **{key: None})  # ASHA stopped one seed of config 2
+    configs = group_configs(rows, [key])
+    assert (configs[1]["status"], configs[1][key]) == ("stopped", None)
+    assert best_config(configs, key)["values"] == {"loss.params.temperature": 1}
+
+
+def test_seeds_from_the_command_line_or_the_space_file(tmp_path):
+    """Guards the CLI: `--seeds 13,14` or a space file's `seeds:` runs each config at those
+    seeds (the command line wins); a bad list is a one-line usage error."""
+    from raykd.commands.tune import build_parser, options_from_args
+
+    args = build_parser().parse_args(["--space", "adam_dark_scifact", "--seeds", "13,14"])
+    plan = plan_sweep(options_from_args(args))
+    assert plan.options.seeds == [13, 14] and len(plan.trials) == 8
+    space = tmp_path / "space.yaml"
+    space.write_text("recipe: adam\nseeds: [13, 14, 15]\nspace:\n  dark.rho_mix: [0.3, 0.5]\n")
+    assert options_from_args(build_parser().parse_args(["--space", str(space)])).seeds == [
+        13, 14, 15]
+    with pytest.raises(SystemExit) as err:
+        build_parser().parse_args(["--space", str(space), "--seeds", "13,x"])
+    assert err.value.code == 2
 
     dev = SweepOptions(recipe="r.yaml", name="s", dims=[], select="dev")
     probe = SweepOptions(recipe="r.yaml", name="s", dims=[])
@@ -253,7 +321,7 @@ def test_two_trial_asha_sweep_shares_the_cache_and_its_best_recipe_reruns(
     for row in completed:
         results = json.loads((storage / row["trial"] / "results.json").read_text())
         assert row["dev/nDCG@10"] == pytest.approx(results["stages"][-1]["metrics"]["nDCG@10"])
-    assert summary["best"]["trial"] in [r["trial"] for r in completed]
+    assert summary["best"]["trials"] in [[r["trial"]] for r in completed]
     assert parent.data.metrics["best/dev/nDCG_at_10"] == pytest.approx(
         summary["best"]["dev/nDCG@10"])
 

@@ -25,6 +25,7 @@ command-line options win over it:
     name: ckl-scifact-sweep
     search: grid                  # grid | random | optuna
     num_samples: 1                # random/optuna: trials; grid: repeats
+    seeds: [13, 14, 15]           # optional: each config at every seed, the best by the mean
     overrides: []                 # trials and the best recipe
     trial_overrides: [train.max_steps=24]
     probe: {every: 6, depth: 20, queries: 50, source: bm25}
@@ -65,7 +66,8 @@ SECTIONS = {"probe": {"every": "probe_every", "depth": "probe_depth", "queries":
             "resources": {"trial_cpus": "trial_cpus", "trial_workers": "trial_workers",
                           "max_concurrent": "max_concurrent",
                           "teacher_concurrency": "teacher_concurrency"}}
-TOP_KEYS = {"recipe", "name", "search", "num_samples", "seed", "overrides", "trial_overrides",
+TOP_KEYS = {"recipe", "name", "search", "num_samples", "seed", "seeds", "overrides",
+            "trial_overrides",
             "space", "full_eval", "select", *SECTIONS}
 
 
@@ -82,7 +84,10 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
                                   "<storage>/sweeps/<name>/")
     p.add_argument("--search", choices=["grid", "random", "optuna"])
     p.add_argument("--num-samples", type=int, help="random/optuna trials (grid: repeats)")
-    p.add_argument("--seed", type=int)
+    p.add_argument("--seed", type=int, help="random search's draws, optuna's sampler (0)")
+    p.add_argument("--seeds", type=_seed_list, metavar="S1,S2,...",
+                   help="run every config at each seed (its sampled queries, negatives, data "
+                        "order and dropout) and pick the best by its mean over them")
     p.add_argument("--trial-cpus", type=float, help="CPUs per training worker of a trial (1)")
     p.add_argument("--trial-workers", type=int, help="training workers per trial (1)")
     p.add_argument("--max-concurrent", type=int, help="trials running at once (1)")
@@ -110,6 +115,14 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     return p
 
 
+def _seed_list(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a comma-separated list of integers, got {text!r}"
+                                         ) from None
+
+
 def _is_dimension(item: str) -> bool:
     value = item.split("=", 1)[1] if "=" in item else ""
     return value.split(":", 1)[0].strip() in KINDS and ":" in value
@@ -130,10 +143,10 @@ def options_from_args(args: argparse.Namespace) -> SweepOptions:
             if key not in keys:
                 raise ConfigError(f"{section}.{key}", f"unknown; known: {', '.join(keys)}")
             settings[keys[key]] = value
-    for key in ("search", "num_samples", "seed", "full_eval", "select"):
+    for key in ("search", "num_samples", "seed", "seeds", "full_eval", "select"):
         if key in file:
             settings[key] = file[key]
-    for key in ("search", "num_samples", "seed", "trial_cpus", "trial_workers", "max_concurrent",
+    for key in ("search", "num_samples", "seed", "seeds", "trial_cpus", "trial_workers", "max_concurrent",
                 "teacher_concurrency", "probe_every", "probe_depth", "probe_queries",
                 "probe_source", "grace_period", "reduction_factor", "full_eval", "select"):
         if getattr(args, key) is not None:
@@ -159,6 +172,13 @@ def options_from_args(args: argparse.Namespace) -> SweepOptions:
                                          *args.trial_override], **settings)
 
 
+def _mean_sd(entry: dict, key: str) -> str:
+    if entry.get(key) is None:
+        return f"{key} -"
+    sd = entry.get(f"{key} sd")
+    return f"{key} {entry[key]:.4f}" + (f" +- {sd:.4f}" if sd is not None else "")
+
+
 @one_line_errors()
 def main(argv=None, prog: str = PROG) -> dict:
     args = build_parser(prog).parse_args(argv)
@@ -181,8 +201,14 @@ def main(argv=None, prog: str = PROG) -> dict:
         values = "  ".join(f"{k} {row[k]:.4f}" if row.get(k) is not None else f"{k} -"
                            for k in dict.fromkeys([metric, chosen]))
         print(f"  {row['trial']:<28} {row['status']:<9} {values}  {shown}")
+    if any(len(c["trials"]) > 1 for c in summary["configs"]):
+        print("  configs (mean +- sd over their trials):")
+        for config in summary["configs"]:
+            shown = " ".join(f"{k}={v}" for k, v in config["values"].items())
+            values = "  ".join(_mean_sd(config, k) for k in dict.fromkeys([metric, chosen]))
+            print(f"  {'+'.join(config['trials']):<28} {config['status']:<9} {values}  {shown}")
     if summary["best"]:
-        print(f"  best: {summary['best']['trial']} -> {summary['best']['recipe']}")
+        print(f"  best: {' '.join(summary['best']['trials'])} -> {summary['best']['recipe']}")
     print(json.dumps({"trials": str(Path(summary['best']['recipe']).parent / 'trials.json')
                       if summary["best"] else None}))
     return summary

@@ -15,9 +15,11 @@
 4. Results: `<storage>/sweeps/<name>/trials.json` (config, status, probe values, teacher pairs
    scored/cached), `best_recipe.yaml` (the base recipe plus the best values: run it with
    `raykd run <method> --recipe`) and one MLflow parent run with a child run per trial.
-   The best trial is the completed one with the highest final probe (`select="probe"`), or
+   The best config is the completed one with the highest final probe (`select="probe"`), or
    with the highest full dev retrieval of its last stage (`select="dev"`: every trial that
-   ASHA lets finish also runs the recipe's dev evaluation).
+   ASHA lets finish also runs the recipe's dev evaluation). With `seeds`, every config runs
+   once per seed (every field of `raykd.config.SEEDED_FIELDS`) and is ranked by its mean over them: one
+   seed's lead can be noise (BENCHMARKS.md, the ADAM sweep rerun).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import statistics
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,7 +35,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from raykd.config import Recipe, dump_recipe, load_recipe, spec_key
+from raykd.config import SEEDED_FIELDS, Recipe, dump_recipe, load_recipe, spec_key
 from raykd.errors import ConfigError
 from raykd.tune.space import (
     Dimension,
@@ -60,7 +63,9 @@ class SweepOptions(BaseModel):
     dims: list[Dimension]
     search: Literal["grid", "random", "optuna"] = "grid"
     num_samples: int | None = Field(None, ge=1)  # random / optuna trials (8); grid: repeats (1)
-    seed: int = 0
+    seed: int = 0  # random search's draws, optuna's sampler
+    # every config at each of these seeds (`raykd.config.SEEDED_FIELDS`), ranked by its mean
+    seeds: list[int] | None = Field(None, min_length=1)
     overrides: list[str] = Field(default_factory=list)  # trials and the best recipe
     trial_overrides: list[str] = Field(default_factory=list)  # trials only (e.g. budgets)
     trial_cpus: float = Field(1.0, gt=0)  # per training worker
@@ -87,12 +92,26 @@ class SweepOptions(BaseModel):
             first = err.errors()[0]
             where = ".".join(str(x) for x in first["loc"]) or "<root>"
             raise ConfigError(where, f"{first['msg']}, got {first.get('input')!r}") from None
+        self._check_seeds()
 
     @model_validator(mode="after")
     def _default_samples(self) -> SweepOptions:
         if self.num_samples is None:
             object.__setattr__(self, "num_samples", 1 if self.search == "grid" else 8)
         return self
+
+    def _check_seeds(self) -> None:
+        if not self.seeds:
+            return
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError("seeds", f"each seed once, got {self.seeds}")
+        if self.search == "optuna":
+            raise ConfigError("seeds", "optuna samples one config per trial; use grid or "
+                                       "random search to run each config at several seeds")
+        varied = [d.field for d in self.dims if d.field in SEEDED_FIELDS]
+        if varied:
+            raise ConfigError("seeds", f"the space already varies {varied[0]}; give one or "
+                                       "the other")
 
     def resource_overrides(self) -> list[str]:
         return [f"train.cpus_per_worker={self.trial_cpus}",
@@ -137,6 +156,9 @@ class SweepPlan:
                     f"full dev retrieval ({o.measure}) of the trials that finish"),
                  "space: " + ", ".join(f"{d.field}={d.describe()}" for d in o.dims),
                  "trial overrides: " + " ".join(o.trial_base())]
+        if o.seeds:
+            lines.insert(2, f"seeds: {', '.join(map(str, o.seeds))}: each config at every "
+                            f"seed, the best by its mean over them")
         if self.adaptive:
             lines.append("optuna samples adaptively; validated bounding values:")
         lines += [f"  {i:>3}  " + " ".join(as_overrides(v)) for i, v in enumerate(self.trials)]
@@ -166,6 +188,9 @@ def plan_sweep(options: SweepOptions) -> SweepPlan:
         trials = random_trials(options.dims, options.num_samples, options.seed)
     else:
         trials = corner_trials(options.dims)
+    if options.seeds:  # each config at every seed, seeds innermost: t00-t02 are config 0
+        trials = [{**values, **dict.fromkeys(SEEDED_FIELDS, seed)} for values in trials
+                  for seed in options.seeds]
     for i, values in enumerate(trials):
         _validate(options, values, str(i))
     return SweepPlan(options, base, trials)
@@ -368,12 +393,37 @@ def dev_measure(run_dir: Path, measure: str) -> float | None:
     return None if value is None else float(value)
 
 
-def best_trial(rows: list[dict], key: str) -> dict | None:
-    """The row with the highest `key` among completed trials (else among those not in error);
-    rows without a value for `key` are never chosen."""
-    ranked = [r for r in rows if r["status"] == "completed" and r.get(key) is not None] or [
-        r for r in rows if r["status"] != "error" and r.get(key) is not None]
-    return max(ranked, key=lambda r: r[key]) if ranked else None
+def group_configs(rows: list[dict], keys: list[str]) -> list[dict]:
+    """The trials grouped by config (their values apart from the seeds), in trial order: each
+    with its trials, a status (completed when all are, error when any is, else stopped) and
+    the mean and sd of every key over its trials (None unless every trial has a value)."""
+    groups: dict[str, list[dict]] = {}
+    for row in rows:
+        config = {k: v for k, v in row["values"].items() if k not in SEEDED_FIELDS}
+        groups.setdefault(json.dumps(config, sort_keys=True, default=str), []).append(row)
+    out = []
+    for members in groups.values():
+        statuses = {r["status"] for r in members}
+        entry = {"values": {k: v for k, v in members[0]["values"].items()
+                            if k not in SEEDED_FIELDS},
+                 "trials": [r["trial"] for r in members],
+                 "status": "error" if "error" in statuses else
+                           "completed" if statuses == {"completed"} else "stopped"}
+        for key in keys:
+            got = [r.get(key) for r in members]
+            complete = None not in got
+            entry[key] = statistics.fmean(got) if complete else None
+            entry[f"{key} sd"] = statistics.stdev(got) if complete and len(got) > 1 else None
+        out.append(entry)
+    return out
+
+
+def best_config(configs: list[dict], key: str) -> dict | None:
+    """The config with the highest mean `key` among completed ones (else among those not in
+    error); a config without a value for `key` on every trial is never chosen."""
+    ranked = [c for c in configs if c["status"] == "completed" and c.get(key) is not None] or [
+        c for c in configs if c["status"] != "error" and c.get(key) is not None]
+    return max(ranked, key=lambda c: c[key]) if ranked else None
 
 
 def _finish(plan: SweepPlan, rows: list[dict], warm: dict, before: dict, metric: str,
@@ -384,7 +434,8 @@ def _finish(plan: SweepPlan, rows: list[dict], warm: dict, before: dict, metric:
                "trials": rows, "warm_up": {k: {**v, "scoring": v["scoring"]}
                                            for k, v in warm["stage0"].items()},
                "cache_before": before, "cache_after": cache_stats(warm), "best": None}
-    best = best_trial(rows, o.selection_metric)
+    summary["configs"] = group_configs(rows, [metric, f"dev/{o.measure}"])
+    best = best_config(summary["configs"], o.selection_metric)
     if best is not None:
         recipe = load_recipe(o.recipe, [*o.overrides, *as_overrides(best["values"]),
                                         f"name={o.name}-best"])
@@ -408,7 +459,7 @@ def _log_sweep(parent, summary: dict, trials_file: Path, metric: str, dev: str) 
     if best is not None:
         parent.log_metrics({f"best/{k}": best[k] for k in (metric, dev)
                             if best.get(k) is not None})
-        parent.set_tags({"sweep.best_trial": best["trial"],
+        parent.set_tags({"sweep.best_trials": " ".join(best["trials"]),
                          **{f"sweep.best.{k}": v for k, v in best["values"].items()}})
         parent.log_artifact(best["recipe"])
     parent.log_artifact(trials_file)

@@ -67,8 +67,7 @@ SECTIONS = {"probe": {"every": "probe_every", "depth": "probe_depth", "queries":
                           "max_concurrent": "max_concurrent",
                           "teacher_concurrency": "teacher_concurrency"}}
 TOP_KEYS = {"recipe", "name", "search", "num_samples", "seed", "seeds", "overrides",
-            "trial_overrides",
-            "space", "full_eval", "select", *SECTIONS}
+            "trial_overrides", "space", "full_eval", "select", *SECTIONS}
 
 
 PROG = "raykd tune"
@@ -146,9 +145,10 @@ def options_from_args(args: argparse.Namespace) -> SweepOptions:
     for key in ("search", "num_samples", "seed", "seeds", "full_eval", "select"):
         if key in file:
             settings[key] = file[key]
-    for key in ("search", "num_samples", "seed", "seeds", "trial_cpus", "trial_workers", "max_concurrent",
-                "teacher_concurrency", "probe_every", "probe_depth", "probe_queries",
-                "probe_source", "grace_period", "reduction_factor", "full_eval", "select"):
+    for key in ("search", "num_samples", "seed", "seeds", "trial_cpus", "trial_workers",
+                "max_concurrent", "teacher_concurrency", "probe_every", "probe_depth",
+                "probe_queries", "probe_source", "grace_period", "reduction_factor", "full_eval",
+                "select"):
         if getattr(args, key) is not None:
             settings[key] = getattr(args, key)
     recipe = args.recipe or file.get("recipe")

@@ -18,8 +18,8 @@
    The best config is the completed one with the highest final probe (`select="probe"`), or
    with the highest full dev retrieval of its last stage (`select="dev"`: every trial that
    ASHA lets finish also runs the recipe's dev evaluation). With `seeds`, every config runs
-   once per seed (every field of `raykd.config.SEEDED_FIELDS`) and is ranked by its mean over them: one
-   seed's lead can be noise (BENCHMARKS.md, the ADAM sweep rerun).
+   once per seed (every field of `raykd.config.SEEDED_FIELDS`) and is ranked by its mean over
+   them: one seed's lead can be noise (BENCHMARKS.md, the ADAM sweep rerun).
 """
 
 from __future__ import annotations
